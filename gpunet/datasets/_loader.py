@@ -1,0 +1,285 @@
+"""Finding, downloading, verifying and caching dataset files (shared by mnist and fashion_mnist)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+
+from .. import backend
+from ..fileio import atomic_write
+from .idx import IDXFormatError, parse_idx
+
+np = backend.numpy
+
+ROLES = ("x_train", "y_train", "x_test", "y_test")
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class DatasetUnavailableError(RuntimeError):
+    """No source could provide the dataset; the message lists every place tried and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IDXFile:
+    """One IDX file: its name and the hashes that identify its content.
+
+    ``md5`` is the hash of the ``.gz`` file as published; ``content_sha256`` the SHA-256 of the
+    decompressed bytes (stable when a distribution recompresses the file, as Debian does).
+    """
+    name: str
+    md5: str | None = None
+    content_sha256: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Everything a loader needs to know about one dataset."""
+    name: str
+    shapes: tuple                      # expected shapes of x_train, y_train, x_test, y_test
+    npz_name: str | None = None
+    npz_sha256: str | None = None
+    idx: tuple = ()                    # IDXFile per role, in ROLES order
+    system_dirs: tuple = ()
+    mirrors: tuple = ()                # ("npz", url) or ("idx", base_url)
+
+
+def cache_dir() -> str:
+    """The dataset cache: ``$GPUNET_DATA``, else ``$XDG_CACHE_HOME/gpunet``, else ``~/.cache/gpunet``."""
+    if os.environ.get("GPUNET_DATA"):
+        return os.environ["GPUNET_DATA"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gpunet")
+
+
+# ------------------------------------------------------------------- reading
+def _check_shapes(spec, arrays, where):
+    for role, arr, shape in zip(ROLES, arrays, spec.shapes):
+        if arr.shape != tuple(shape) or arr.dtype != np.uint8:
+            raise ValueError(f"{where}: {role} has shape {arr.shape} and dtype {arr.dtype}, "
+                             f"expected {tuple(shape)} uint8")
+    return (arrays[0], arrays[1]), (arrays[2], arrays[3])
+
+
+def read_npz(spec, path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [r for r in ROLES if r not in data.files]
+            if missing:
+                raise ValueError(f"{path}: missing arrays {missing} (has {data.files})")
+            arrays = [data[r] for r in ROLES]
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    return _check_shapes(spec, arrays, path)
+
+
+def _idx_bytes(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    return raw, (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+
+
+def read_idx_folder(spec, folder, verify=False):
+    arrays = []
+    for entry in spec.idx:
+        path = os.path.join(folder, entry.name)
+        if not os.path.exists(path) and path.endswith(".gz") and os.path.exists(path[:-3]):
+            path = path[:-3]
+        try:
+            raw, content = _idx_bytes(path)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: cannot read ({exc})") from None
+        if verify and not _idx_hash_ok(entry, raw, content):
+            raise ValueError(f"{path}: checksum mismatch (corrupt or truncated)")
+        arrays.append(parse_idx(content, path))
+    return _check_shapes(spec, arrays, folder)
+
+
+def _idx_hash_ok(entry, raw, content) -> bool:
+    if entry.md5 and hashlib.md5(raw).hexdigest() == entry.md5:
+        return True
+    if entry.content_sha256 and hashlib.sha256(content).hexdigest() == entry.content_sha256:
+        return True
+    return not entry.md5 and not entry.content_sha256
+
+
+def _sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the search
+def load(spec: Spec, path=None, verbose: bool = True, timeout: float | None = None):
+    """Return ``(x_train, y_train), (x_test, y_test)`` for ``spec``, searching as the module docs say."""
+    tried = []
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{spec.name}: no file or folder at {path!r}; pass Keras' {spec.npz_name or 'npz'} "
+                                    "or a folder holding the four IDX .gz files")
+        try:
+            return read_idx_folder(spec, path) if os.path.isdir(path) else read_npz(spec, path)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{spec.name}: {path} is not a valid copy of the dataset: {exc}") from None
+
+    folder = os.path.join(cache_dir(), spec.name)
+    found = _from_cache(spec, folder, tried)
+    if found is not None:
+        return found
+    for sysdir in spec.system_dirs:
+        if all(os.path.exists(os.path.join(sysdir, e.name)) for e in spec.idx):
+            try:
+                return read_idx_folder(spec, sysdir, verify=True)
+            except (ValueError, OSError, EOFError) as exc:
+                tried.append((sysdir, str(exc)))
+        else:
+            tried.append((sysdir, "not installed"))
+
+    timeout = float(os.environ.get("GPUNET_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT_S)) if timeout is None else timeout
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        tried.append((folder, f"cannot create the cache folder ({exc})"))
+        _give_up(spec, folder, tried)
+    with _lock(os.path.join(folder, ".lock")):
+        found = _from_cache(spec, folder, [])       # another process may have finished meanwhile
+        if found is not None:
+            return found
+        for kind, url in spec.mirrors:
+            try:
+                if kind == "npz":
+                    target = os.path.join(folder, spec.npz_name)
+                    _download(url, target, timeout, verbose, lambda p: _sha256_file(p) == spec.npz_sha256)
+                    return read_npz(spec, target)
+                for entry in spec.idx:
+                    target = os.path.join(folder, entry.name)
+                    if os.path.exists(target) and _idx_hash_ok(entry, *_idx_bytes(target)):
+                        continue
+                    _download(url.rstrip("/") + "/" + entry.name, target, timeout, verbose,
+                              lambda p, e=entry: _idx_hash_ok(e, *_safe_idx_bytes(p)))
+                return read_idx_folder(spec, folder, verify=True)
+            except Exception as exc:   # network, HTTP, checksum, format: try the next mirror
+                tried.append((url, _reason(exc)))
+    _give_up(spec, folder, tried)
+
+
+def _from_cache(spec, folder, tried):
+    if spec.npz_name:
+        p = os.path.join(folder, spec.npz_name)
+        if os.path.exists(p):
+            if _sha256_file(p) == spec.npz_sha256:
+                try:
+                    return read_npz(spec, p)
+                except ValueError as exc:
+                    tried.append((p, str(exc)))
+            else:
+                tried.append((p, "cached file is corrupt or truncated (checksum mismatch)"))
+            _discard(p)
+    if spec.idx and all(os.path.exists(os.path.join(folder, e.name)) for e in spec.idx):
+        try:
+            return read_idx_folder(spec, folder, verify=True)
+        except (ValueError, OSError, EOFError) as exc:
+            tried.append((folder, f"cached IDX files are corrupt: {exc}"))
+            for e in spec.idx:
+                p = os.path.join(folder, e.name)
+                with contextlib.suppress(OSError, EOFError, ValueError):
+                    if _idx_hash_ok(e, *_idx_bytes(p)):
+                        continue
+                _discard(p)
+    else:
+        tried.append((folder, "not in the cache"))
+    return None
+
+
+def _discard(path):
+    warnings.warn(f"gpunet: discarding corrupt cached file {path}; it will be downloaded again", stacklevel=3)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _safe_idx_bytes(path):
+    try:
+        return _idx_bytes(path)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"corrupt gzip data ({exc})") from None
+
+
+def _reason(exc) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"network error: {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _give_up(spec, folder, tried):
+    lines = "\n".join(f"  - {where}: {why}" for where, why in tried)
+    offline = (f"To proceed offline, copy {spec.npz_name or 'the IDX files'} into {folder} "
+               f"(or set GPUNET_DATA), or pass load_data(path=...)")
+    if spec.name == "mnist":
+        offline += "; or train on the 10,000 real digits shipped with gpunet: mnist.load_sample()"
+    if spec.name == "fashion_mnist":
+        offline += "; on Debian/Ubuntu: apt-get install dataset-fashion-mnist"
+    raise DatasetUnavailableError(f"{spec.name} could not be loaded from any source:\n{lines}\n{offline}")
+
+
+@contextlib.contextmanager
+def _lock(path):
+    """An exclusive inter-process lock (POSIX flock; a no-op where unavailable)."""
+    try:
+        import fcntl
+    except ImportError:   # Windows: atomic renames still keep the cache consistent
+        yield
+        return
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download(url, target, timeout, verbose, verify):
+    """Stream ``url`` into a temporary file beside ``target``; rename it into place only if ``verify`` passes."""
+    req = urllib.request.Request(url, headers={"User-Agent": "gpunet"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        bar = _progress(total, os.path.basename(target), verbose)
+        try:
+            with atomic_write(target) as f:
+                got = 0
+                while True:
+                    chunk = resp.read(1 << 16)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    got += len(chunk)
+                    bar(len(chunk))
+                if total is not None and got != total:
+                    raise ValueError(f"truncated download: {got} of {total} bytes")
+                f.flush()
+                if not verify(f.tmp_path):
+                    raise ValueError("checksum mismatch: the file is corrupt or not the expected dataset")
+        finally:
+            bar(None)
+
+
+def _progress(total, name, verbose):
+    if not verbose:
+        return lambda n: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(f"Downloading {name} ...", file=sys.stderr)
+        return lambda n: None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {name}", file=sys.stderr, leave=False)
+    return lambda n: bar.close() if n is None else bar.update(n)
