@@ -29,12 +29,6 @@ def _seeded():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _doctest_namespace(doctest_namespace):
-    doctest_namespace["gpunet"] = gpunet
-    doctest_namespace["np"] = np
-
-
 def to_host(x):
     """Host NumPy copy of a Tensor / NumPy / CuPy value."""
     if isinstance(x, gpunet.Tensor):

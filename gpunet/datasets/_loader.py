@@ -23,7 +23,15 @@ DEFAULT_TIMEOUT_S = 30.0
 
 
 class DatasetUnavailableError(RuntimeError):
-    """No source could provide the dataset; the message lists every place tried and why."""
+    """No source could provide the dataset; the message lists every place tried and why.
+
+    Attributes:
+        tried: list of ``(place, reason)`` pairs, in the order they were tried.
+    """
+
+    def __init__(self, message, tried=()):
+        super().__init__(message)
+        self.tried = list(tried)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +144,7 @@ def load(spec: Spec, path=None, verbose: bool = True, timeout: float | None = No
     if found is not None:
         return found
     for sysdir in spec.system_dirs:
-        if all(os.path.exists(os.path.join(sysdir, e.name)) for e in spec.idx):
+        if spec.idx and all(os.path.exists(os.path.join(sysdir, e.name)) for e in spec.idx):
             try:
                 return read_idx_folder(spec, sysdir, verify=True)
             except (ValueError, OSError, EOFError) as exc:
@@ -229,7 +237,7 @@ def _give_up(spec, folder, tried):
         offline += "; or train on the 10,000 real digits shipped with gpunet: mnist.load_sample()"
     if spec.name == "fashion_mnist":
         offline += "; on Debian/Ubuntu: apt-get install dataset-fashion-mnist"
-    raise DatasetUnavailableError(f"{spec.name} could not be loaded from any source:\n{lines}\n{offline}")
+    raise DatasetUnavailableError(f"{spec.name} could not be loaded from any source:\n{lines}\n{offline}", tried)
 
 
 @contextlib.contextmanager
