@@ -139,6 +139,40 @@ def _gpu(xp) -> bool:
     return xp is not np
 
 
+# --- CPU: large updates split over the cores ----------------------------------------------
+# An optimizer update makes ~10 element-wise NumPy passes, each on one core. For a large
+# parameter, split it into one contiguous part per core and update the parts concurrently
+# (NumPy releases the GIL inside each pass). Off by default: on 2-vCPU machines whose vCPUs
+# share a core, and with OpenBLAS threads spinning after each matmul, it measured slower;
+# opt in with GPUNET_NUM_THREADS=N.
+PARALLEL_MIN = 1 << 17   # smaller parameters are updated in one go, on the calling thread
+_pool = None
+
+
+def _workers() -> int:
+    import os
+    return max(1, min(int(os.environ.get("GPUNET_NUM_THREADS", 1)), 8))
+
+
+def _blocked(fn, arrays, n):
+    """Call ``fn(*views)`` on matching flat slices of ``arrays`` (None passes through), one slice per core."""
+    global _pool
+    flat = [a.reshape(-1) if a is not None else None for a in arrays]
+    workers = _workers()
+    if n < PARALLEL_MIN or workers == 1:
+        fn(*flat)
+        return
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="gpunet-update")
+    cuts = [n * i // workers for i in range(workers + 1)]
+    parts = [[a[lo:hi] if a is not None else None for a in flat] for lo, hi in zip(cuts, cuts[1:])]
+    futures = [_pool.submit(fn, *p) for p in parts[1:]]
+    fn(*parts[0])
+    for f in futures:
+        f.result()
+
+
 # ------------------------------------------------------------ dense layer
 def bias_act_forward(xp, z, b, activation):
     """``act(z + b)`` computed in place in ``z`` (a fresh matmul result). Returns ``z``."""
@@ -225,16 +259,23 @@ def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None):
         _launch("sgd_update", w.size, (w, g, m if m is not None else NULL, _f(lr), _f(momentum),
                                        np.int32(bool(nesterov)), _ll(w.size)))
         return
-    lr = w.dtype.type(lr)
-    if not momentum:
-        w -= lr * g if scratch is None else xp.multiply(g, lr, out=scratch)
-        return
-    m *= w.dtype.type(momentum)
-    m -= lr * g
-    if nesterov:
-        w += w.dtype.type(momentum) * m - lr * g
-    else:
-        w += m
+    t = w.dtype.type
+    lr, mu = t(lr), t(momentum)
+
+    def block(w, g, m, s):
+        s = xp.multiply(g, lr, out=s) if s is not None else g * lr
+        if not momentum:
+            w -= s
+            return
+        m *= mu
+        m -= s
+        if nesterov:
+            s *= -1
+            s += mu * m
+            w += s
+        else:
+            w += m
+    _blocked(block, (w, g, m, scratch), w.size)
 
 
 def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None):
@@ -249,30 +290,36 @@ def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scra
                                            _ll(w.size)))
         return
     t = w.dtype.type
-    s = xp.multiply(g, g, out=scratch) if scratch is not None else g * g
-    v *= t(rho)
-    s *= t(1 - rho)
-    v += s
-    if a is not None:
-        a *= t(rho)
-        a += t(1 - rho) * g
-        xp.multiply(a, a, out=s)
-        xp.subtract(v, s, out=s)
-    else:
-        s[...] = v
-    if eps_inside:
-        s += t(eps)
-        xp.sqrt(s, out=s)
-    else:
-        xp.sqrt(s, out=s)
-        s += t(eps)
-    xp.divide(g, s, out=s)
-    s *= t(lr)
-    if mom is not None:
-        mom *= t(momentum)
-        mom += s
-        s = mom
-    w -= s
+    rho, one_minus, eps, lr, mu = t(rho), t(1 - rho), t(eps), t(lr), t(momentum)
+
+    def block(w, g, v, a, mom, s):
+        s = xp.multiply(g, g, out=s) if s is not None else g * g
+        v *= rho                      # v = rho*v + (1 - rho)*g^2
+        s *= one_minus
+        v += s
+        if a is not None:             # centered: v_hat = v - a^2
+            a *= rho
+            xp.multiply(g, one_minus, out=s)
+            a += s
+            xp.multiply(a, a, out=s)
+            xp.subtract(v, s, out=s)
+            base = s
+        else:
+            base = v
+        if eps_inside:
+            xp.add(base, eps, out=s)
+            xp.sqrt(s, out=s)
+        else:
+            xp.sqrt(base, out=s)
+            s += eps
+        xp.divide(g, s, out=s)
+        s *= lr
+        if mom is not None:
+            mom *= mu
+            mom += s
+            s = mom
+        w -= s
+    _blocked(block, (w, g, v, a, mom, scratch), w.size)
 
 
 def adam_update(xp, w, g, m, v, alpha_t, b1, b2, eps, scratch=None):
@@ -281,15 +328,19 @@ def adam_update(xp, w, g, m, v, alpha_t, b1, b2, eps, scratch=None):
         _launch("adam_update", w.size, (w, g, m, v, _f(alpha_t), _f(b1), _f(b2), _f(eps), _ll(w.size)))
         return
     t = w.dtype.type
-    s = xp.subtract(g, m, out=scratch) if scratch is not None else g - m
-    s *= t(1 - b1)
-    m += s
-    xp.multiply(g, g, out=s)
-    s -= v
-    s *= t(1 - b2)
-    v += s
-    xp.sqrt(v, out=s)
-    s += t(eps)
-    xp.divide(m, s, out=s)
-    s *= t(alpha_t)
-    w -= s
+    c1, c2, eps, alpha = t(1 - b1), t(1 - b2), t(eps), t(alpha_t)
+
+    def block(w, g, m, v, s):
+        s = xp.subtract(g, m, out=s) if s is not None else g - m
+        s *= c1
+        m += s
+        xp.multiply(g, g, out=s)
+        s -= v
+        s *= c2
+        v += s
+        xp.sqrt(v, out=s)
+        s += eps
+        xp.divide(m, s, out=s)
+        s *= alpha
+        w -= s
+    _blocked(block, (w, g, m, v, scratch), w.size)

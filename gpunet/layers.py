@@ -206,6 +206,10 @@ class Rescaling(Layer):
         self.scale, self.offset = float(scale), float(offset)
 
     def call(self, x, training=False):
+        xp = x.device.xp
+        if x.dtype.kind != "f" and not x.requires_grad:   # integer images: one fused pass to float32
+            y = Tensor._wrap(xp.multiply(x.data, xp.float32(self.scale), dtype=xp.float32), x.device)
+            return y + self.offset if self.offset else y
         y = x if x.dtype == backend.numpy.float32 else ops.astype(x, "float32")
         y = y * self.scale
         return y + self.offset if self.offset else y

@@ -25,7 +25,7 @@ from .autograd import GradientTape
 from .callbacks import Callback, History, ProgbarLogger
 from .errors import NotCompiledError, ShapeError
 from .fileio import atomic_write
-from .layers import Layer
+from .layers import Layer, Rescaling
 from .tensor import Tensor
 
 np = backend.numpy
@@ -323,7 +323,7 @@ class Sequential:
 
     def _train_step(self, xb, yb, params, sums):
         """One optimizer step on a device batch; the running sums stay on the device."""
-        x = Tensor._wrap(xb if xb.dtype.kind == "f" else xb.astype(np.float32), self.device)
+        x = Tensor._wrap(self._as_float(xb), self.device)
         y = Tensor._wrap(yb, self.device)
         fused = self._fused_flag
         with GradientTape() as tape:
@@ -332,6 +332,12 @@ class Sequential:
         grads = tape.gradient(loss, params)
         self.optimizer.apply_gradients(zip(grads, params))
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
+
+    def _as_float(self, xb):
+        """Integer batches become float32 here, unless a first Rescaling layer converts them in one pass."""
+        if xb.dtype.kind == "f" or (self.layers and isinstance(self.layers[0], Rescaling)):
+            return xb
+        return xb.astype(np.float32)
 
     def _metric_sums(self, y, out, logits):
         if not self.metrics:
@@ -367,7 +373,7 @@ class Sequential:
         t0 = time.perf_counter()
         for lo in range(0, n, batch_size):
             xb, yb = xd[lo:lo + batch_size], yd[lo:lo + batch_size]
-            xt = Tensor._wrap(xb if xb.dtype.kind == "f" else xb.astype(np.float32), self.device)
+            xt = Tensor._wrap(self._as_float(xb), self.device)
             yt = Tensor._wrap(yb, self.device)
             out = self._forward(xt, training=False, logits=fused)
             loss = self.loss.from_logits_loss(yt, out) if fused else self.loss(yt, out)
@@ -392,7 +398,7 @@ class Sequential:
         outs = []
         for lo in range(0, len(xd), batch_size):
             xb = xd[lo:lo + batch_size]
-            xt = Tensor._wrap(xb if xb.dtype.kind == "f" else xb.astype(np.float32), self.device)
+            xt = Tensor._wrap(self._as_float(xb), self.device)
             outs.append(self._forward(xt, training=False).data)
         return self.device.to_host(self.device.xp.concatenate(outs)).copy()
 

@@ -1,0 +1,106 @@
+"""Hand-written reference implementations of the chapter's training, for benchmarks.
+
+``numpy_epoch`` is a careful NumPy loop doing exactly gpunet's arithmetic
+(784-512-10, ReLU, softmax cross-entropy, Keras RMSprop with epsilon inside
+the square root, float32, uint8 data converted per batch); ``torch_*`` does the
+same in PyTorch eager mode. Both use the same initial weights and batch order
+as the gpunet run they are compared with.
+"""
+import numpy as np
+
+
+class NumpyNet:
+    """The chapter's network with hand-written forward, backward and RMSprop (works with NumPy or CuPy)."""
+
+    def __init__(self, weights, xp=np, lr=1e-3, rho=0.9, eps=1e-7):
+        self.xp = xp
+        self.params = [xp.asarray(w, dtype=np.float32).copy() for w in weights]   # W1, b1, W2, b2
+        self.v = [xp.zeros_like(p) for p in self.params]
+        self.tmp = [xp.empty_like(p) for p in self.params]
+        self.lr, self.rho, self.eps = np.float32(lr), np.float32(rho), np.float32(eps)
+
+    def step(self, xb, yb):
+        xp = self.xp
+        W1, b1, W2, b2 = self.params
+        x = xb.astype(np.float32)
+        x *= np.float32(1 / 255)
+        h = x @ W1
+        h += b1
+        xp.maximum(h, 0, out=h)
+        z = h @ W2
+        z += b2
+        z -= z.max(axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        n = len(x)
+        loss = -(yb * (z - xp.log(s))).sum() / n
+        e /= s
+        e -= yb
+        e *= np.float32(1 / n)                      # (p - y) / n
+        grads = [None, None, h.T @ e, e.sum(axis=0)]
+        gh = e @ W2.T
+        gh *= h > 0
+        grads[0] = x.T @ gh
+        grads[1] = gh.sum(axis=0)
+        for p, g, v, t in zip(self.params, grads, self.v, self.tmp):
+            v *= self.rho
+            xp.multiply(g, g, out=t)
+            t *= 1 - self.rho
+            v += t
+            xp.add(v, self.eps, out=t)
+            xp.sqrt(t, out=t)
+            xp.divide(g, t, out=t)
+            t *= self.lr
+            p -= t
+        return loss
+
+    def predict_accuracy(self, x, labels, batch=1024):
+        xp = self.xp
+        W1, b1, W2, b2 = self.params
+        hits = 0
+        for lo in range(0, len(x), batch):
+            xb = x[lo:lo + batch].astype(np.float32) * np.float32(1 / 255)
+            z = xp.maximum(xb @ W1 + b1, 0) @ W2 + b2
+            hits += int((z.argmax(1) == labels[lo:lo + batch]).sum())
+        return hits / len(x)
+
+
+def numpy_epoch(net, x, y_onehot, order, batch_size):
+    """One epoch of ``net`` over ``x`` (uint8, device array) in the given ``order`` (device array)."""
+    for lo in range(0, len(x), batch_size):
+        idx = order[lo:lo + batch_size]
+        net.step(x.take(idx, axis=0), y_onehot.take(idx, axis=0))
+
+
+def torch_setup(weights, device="cpu"):
+    import torch
+    W1, b1, W2, b2 = [torch.tensor(np.asarray(w), device=device) for w in weights]
+    model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)).to(device)
+    with torch.no_grad():
+        model[0].weight.copy_(W1.T)
+        model[0].bias.copy_(b1)
+        model[2].weight.copy_(W2.T)
+        model[2].bias.copy_(b2)
+    # Keras' RMSprop puts eps inside the sqrt; with eps=1e-7 the two forms differ negligibly. PyTorch's
+    # own defaults (lr=1e-2, alpha=0.99) are replaced by Keras' (lr=1e-3, rho=0.9).
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    return model, opt
+
+
+def torch_epoch(model, opt, x, labels, order, batch_size):
+    import torch
+    f = torch.nn.functional
+    for lo in range(0, len(x), batch_size):
+        idx = order[lo:lo + batch_size]
+        xb = x[idx].float().mul_(1 / 255)
+        loss = f.cross_entropy(model(xb), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def torch_accuracy(model, x, labels):
+    import torch
+    with torch.no_grad():
+        z = model(x.float() / 255)
+        return float((z.argmax(1) == labels).float().mean())

@@ -1,0 +1,92 @@
+"""pytest-benchmark suite, per backend: ``python -m pytest bench -q`` (add ``--benchmark-json FILE``).
+
+GPU timings synchronize the device after every call and exclude the first calls (kernel compilation).
+"""
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet import layers, models, ops, optimizers
+from gpunet.utils import to_categorical
+
+rng = np.random.default_rng(0)
+B, D, H, C = 128, 784, 512, 10
+
+
+def t(dev, *shape, grad=False):
+    return gpunet.tensor(rng.standard_normal(shape).astype(np.float32), device=dev, requires_grad=grad)
+
+
+def test_matmul_forward(timed, dev):
+    x, w = t(dev, B, D), t(dev, D, H)
+    timed(lambda: x @ w)
+
+
+def test_matmul_forward_backward(timed, dev):
+    x, w = t(dev, B, D), t(dev, D, H, grad=True)
+
+    def step():
+        with gpunet.GradientTape() as tape:
+            y = (x @ w).sum()
+        return tape.gradient(y, w)
+    timed(step)
+
+
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_dense_forward_backward(timed, dev, activation):
+    x, w, b = t(dev, B, D), t(dev, D, H, grad=True), t(dev, H, grad=True)
+
+    def step():
+        with gpunet.GradientTape() as tape:
+            y = ops.dense(x, w, b, activation).sum()
+        return tape.gradient(y, [w, b])
+    timed(step)
+
+
+def test_softmax_cross_entropy_forward_backward(timed, dev):
+    z = t(dev, B, C, grad=True)
+    y = gpunet.tensor(to_categorical(rng.integers(0, C, B), C), device=dev)
+
+    def step():
+        with gpunet.GradientTape() as tape:
+            loss = ops.softmax_cross_entropy(z, y)
+        return tape.gradient(loss, z)
+    timed(step)
+
+
+@pytest.mark.parametrize("name", ["sgd", "sgd_momentum", "rmsprop", "adam"])
+def test_optimizer_step(timed, dev, name):
+    opt = optimizers.SGD(momentum=0.9) if name == "sgd_momentum" else optimizers.get(name)
+    params = [t(dev, D, H, grad=True), t(dev, H, grad=True), t(dev, H, C, grad=True), t(dev, C, grad=True)]
+    grads = [gpunet.tensor(np.ones(p.shape, np.float32) * 1e-3, device=dev) for p in params]
+    timed(lambda: opt.apply_gradients(zip(grads, params)), rounds=50)
+
+
+def chapter_model(dev):
+    gpunet.random.seed(0)
+    net = models.Sequential(device=dev)
+    net.add(layers.Rescaling(1 / 255, input_shape=(D,)))
+    net.add(layers.Dense(H, activation="relu"))
+    net.add(layers.Dense(C, activation="softmax"))
+    net.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    return net
+
+
+def test_training_step(timed, dev):
+    net = chapter_model(dev)
+    x = dev.asarray(rng.integers(0, 256, (B, D), dtype=np.uint8))
+    y = dev.asarray(to_categorical(rng.integers(0, C, B), C))
+    net._fused_flag = net._fused()
+    from gpunet.models import _Sums
+    sums = _Sums(dev.xp, 1)
+    params = net.trainable_weights
+    net.metrics[0].resolve(net.loss, y.shape, (None, C))
+    timed(lambda: net._train_step(x, y, params, sums), rounds=100)
+
+
+def test_epoch_of_the_chapter_network(timed, dev):
+    """One epoch, 60,000 x 784 uint8 MNIST-shaped images, batch 128, RMSprop."""
+    net = chapter_model(dev)
+    x = rng.integers(0, 256, (60000, D), dtype=np.uint8)
+    y = to_categorical(rng.integers(0, C, 60000), C)
+    timed(lambda: net.fit(x, y, epochs=1, batch_size=128, verbose=0), rounds=3)
