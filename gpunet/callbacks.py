@@ -193,11 +193,15 @@ class ModelCheckpoint(Callback):
     """Save the weights (``.npz``, written atomically) after every epoch or only on improvement.
 
     ``filepath`` may contain ``{epoch}`` and log names, e.g. ``'ckpt-{epoch:02d}-{val_loss:.3f}.npz'``.
-    With ``save_weights_only=False`` the full training state is saved (see ``Sequential.save``).
+    Only weights are saved for now (``save_weights_only=True``); full training checkpoints
+    (optimizer state, epoch, RNG) are not implemented yet.
     """
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto",
                  save_weights_only=True):
+        if not save_weights_only:
+            raise NotImplementedError("ModelCheckpoint can only save weights so far: pass save_weights_only=True "
+                                      "(full training checkpoints are not implemented yet)")
         self.filepath, self.monitor, self.verbose = os.fspath(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
         self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
@@ -214,10 +218,7 @@ class ModelCheckpoint(Callback):
             if not better:
                 return
             self.best = value
-        if self.save_weights_only:
-            self.model.save_weights(path)
-        else:
-            self.model.save(path)
+        self.model.save_weights(path)
         if self.verbose:
             print(f"Epoch {epoch + 1}: saved to {path}")
 

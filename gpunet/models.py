@@ -30,7 +30,7 @@ from .tensor import Tensor
 
 np = backend.numpy
 
-__all__ = ["Sequential", "load_model"]
+__all__ = ["Sequential"]
 
 
 class Sequential:
@@ -500,8 +500,3 @@ def _read_npz(filepath):
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
         raise ValueError(f"{filepath}: not a readable gpunet weights file (truncated or corrupt: {exc}); "
                          "the model was left unchanged") from None
-
-
-def load_model(filepath):
-    """Load a model saved by ``Sequential.save`` (not yet available)."""
-    raise NotImplementedError("full-model save/load is tracked in the robustness issue")
