@@ -211,7 +211,7 @@ def test_live_bar_on_a_terminal():
     bar.on_epoch_end(0, {"loss": 0.25, "accuracy": 0.93})
     text = stream.getvalue()
     assert "Epoch 1/5" in text and "\r100/469 ━━━━" in text and "469/469 ━━━━━━━━━━━━━━━━━━━━" in text
-    assert "accuracy: 0.9300 - loss: 0.2500" in text and "ms/step" in text or "us/step" in text
+    assert "accuracy: 0.9300 - loss: 0.2500" in text and ("ms/step" in text or "us/step" in text)
 
 
 def test_callbacks(tmp_path):
