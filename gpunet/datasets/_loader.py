@@ -14,7 +14,7 @@ import zipfile
 
 from .. import backend
 from ..fileio import atomic_write
-from .idx import IDXFormatError, parse_idx
+from .idx import read_idx
 
 np = backend.numpy
 
@@ -87,34 +87,43 @@ def read_npz(spec, path):
     return _check_shapes(spec, arrays, path)
 
 
-def _idx_bytes(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    return raw, (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-
-
 def read_idx_folder(spec, folder, verify=False):
     arrays = []
     for entry in spec.idx:
         path = os.path.join(folder, entry.name)
         if not os.path.exists(path) and path.endswith(".gz") and os.path.exists(path[:-3]):
             path = path[:-3]
-        try:
-            raw, content = _idx_bytes(path)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: cannot read ({exc})") from None
-        if verify and not _idx_hash_ok(entry, raw, content):
+        if verify and not _idx_file_ok(entry, path):
             raise ValueError(f"{path}: checksum mismatch (corrupt or truncated)")
-        arrays.append(parse_idx(content, path))
+        try:
+            arrays.append(read_idx(path))
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read ({exc})") from None
     return _check_shapes(spec, arrays, folder)
 
 
-def _idx_hash_ok(entry, raw, content) -> bool:
-    if entry.md5 and hashlib.md5(raw).hexdigest() == entry.md5:
+def _idx_file_ok(entry, path) -> bool:
+    """Whether ``path`` has the published ``.gz`` MD5 or the known decompressed SHA-256 (streamed)."""
+    if not entry.md5 and not entry.content_sha256:
         return True
-    if entry.content_sha256 and hashlib.sha256(content).hexdigest() == entry.content_sha256:
-        return True
-    return not entry.md5 and not entry.content_sha256
+    try:
+        if entry.md5 and _digest(open, path, "md5") == entry.md5:
+            return True
+        if entry.content_sha256:
+            with open(path, "rb") as f:
+                opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+            return _digest(opener, path, "sha256") == entry.content_sha256
+    except (OSError, EOFError):
+        return False
+    return False
+
+
+def _digest(opener, path, algorithm) -> str:
+    h = hashlib.new(algorithm)
+    with opener(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _sha256_file(path) -> str:
@@ -170,10 +179,10 @@ def load(spec: Spec, path=None, verbose: bool = True, timeout: float | None = No
                     return read_npz(spec, target)
                 for entry in spec.idx:
                     target = os.path.join(folder, entry.name)
-                    if os.path.exists(target) and _idx_hash_ok(entry, *_idx_bytes(target)):
+                    if os.path.exists(target) and _idx_file_ok(entry, target):
                         continue
                     _download(url.rstrip("/") + "/" + entry.name, target, timeout, verbose,
-                              lambda p, e=entry: _idx_hash_ok(e, *_safe_idx_bytes(p)))
+                              lambda p, e=entry: _idx_file_ok(e, p))
                 return read_idx_folder(spec, folder, verify=True)
             except Exception as exc:   # network, HTTP, checksum, format: try the next mirror
                 tried.append((url, _reason(exc)))
@@ -199,10 +208,8 @@ def _from_cache(spec, folder, tried):
             tried.append((folder, f"cached IDX files are corrupt: {exc}"))
             for e in spec.idx:
                 p = os.path.join(folder, e.name)
-                with contextlib.suppress(OSError, EOFError, ValueError):
-                    if _idx_hash_ok(e, *_idx_bytes(p)):
-                        continue
-                _discard(p)
+                if not _idx_file_ok(e, p):
+                    _discard(p)
     else:
         tried.append((folder, "not in the cache"))
     return None
@@ -212,13 +219,6 @@ def _discard(path):
     warnings.warn(f"gpunet: discarding corrupt cached file {path}; it will be downloaded again", stacklevel=3)
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def _safe_idx_bytes(path):
-    try:
-        return _idx_bytes(path)
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"corrupt gzip data ({exc})") from None
 
 
 def _reason(exc) -> str:

@@ -57,16 +57,37 @@ def parse_idx(raw: bytes, name: str = "<bytes>"):
 
 
 def read_idx(path):
-    """Read an IDX file (``.gz`` detected by content, not name) into a NumPy array."""
+    """Read an IDX file (``.gz`` detected by content, not name) into a NumPy array.
+
+    Streams into a preallocated array: peak memory is about the array's own size.
+    """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({exc})") from None
-    return parse_idx(raw, path)
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] or head[1] or head[2] not in _CODES or head[3] == 0:
+                return parse_idx(head + f.read(), path)      # a bad header: let the full check explain
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                return parse_idx(head + dims + f.read(), path)
+            shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            dtype = _CODES[head[2]]
+            out = np.empty(shape, dtype=dtype)
+            got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+            extra = f.read(1)
+    except (OSError, EOFError) as exc:
+        raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    if got != out.nbytes or extra:
+        expected = 4 + 4 * ndim + out.nbytes
+        actual = 4 + 4 * ndim + got + (1 if extra else 0)
+        raise IDXFormatError(f"{path}: size mismatch: header says shape {shape} of {dtype.name} "
+                             f"({expected} bytes in all) but the file has "
+                             f"{'only ' + str(actual) + ' bytes (truncated)' if got < out.nbytes else 'trailing data'}")
+    return out.astype(dtype.newbyteorder("="), copy=False)
 
 
 def write_idx(path, array) -> None:
