@@ -30,7 +30,6 @@ def npz_bytes(arrays):
 
 
 def idx_gz(array):
-    buf = io.BytesIO()
     body = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">u4").tobytes() + array.tobytes()
     return gzip.compress(body, mtime=0)
 

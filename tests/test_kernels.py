@@ -7,7 +7,6 @@ import subprocess
 import numpy as np
 import pytest
 
-import gpunet
 from gpunet import kernels
 
 rng = np.random.default_rng(5)
