@@ -37,6 +37,8 @@ class Loss:
             self.name = name
 
     def __call__(self, y_true, y_pred) -> Tensor:
+        if self.from_logits:
+            return self.from_logits_loss(y_true, y_pred)
         y_pred = as_tensor(y_pred)
         return ops.mean(self.per_sample(as_tensor(y_true, y_pred.device), y_pred))
 
@@ -57,11 +59,6 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     fused_activation = "softmax"
     sparse = False
-
-    def __call__(self, y_true, y_pred):
-        if self.from_logits:
-            return self.from_logits_loss(y_true, y_pred)
-        return super().__call__(y_true, y_pred)
 
     def from_logits_loss(self, y_true, logits):
         logits = as_tensor(logits)
@@ -95,11 +92,6 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
     fused_activation = "sigmoid"
-
-    def __call__(self, y_true, y_pred):
-        if self.from_logits:
-            return self.from_logits_loss(y_true, y_pred)
-        return super().__call__(y_true, y_pred)
 
     def from_logits_loss(self, y_true, logits):
         z = as_tensor(logits)
