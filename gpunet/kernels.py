@@ -149,19 +149,25 @@ PARALLEL_MIN = 1 << 17   # smaller parameters are updated in one go, on the call
 _pool = None
 
 
-def _workers() -> int:
+def _read_workers() -> int:
     import os
-    return max(1, min(int(os.environ.get("GPUNET_NUM_THREADS", 1)), 8))
+    try:
+        return max(1, min(int(os.environ.get("GPUNET_NUM_THREADS", 1)), 8))
+    except ValueError:
+        raise ValueError(f"GPUNET_NUM_THREADS must be an integer, got {os.environ['GPUNET_NUM_THREADS']!r}") from None
+
+
+WORKERS = _read_workers()   # read once at import; tests may assign kernels.WORKERS
 
 
 def _blocked(fn, arrays, n):
     """Call ``fn(*views)`` on matching flat slices of ``arrays`` (None passes through), one slice per core."""
     global _pool
-    flat = [a.reshape(-1) if a is not None else None for a in arrays]
-    workers = _workers()
+    workers = WORKERS
     if n < PARALLEL_MIN or workers == 1:
-        fn(*flat)
+        fn(*arrays)
         return
+    flat = [a.reshape(-1) if a is not None else None for a in arrays]
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor
         _pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="gpunet-update")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import builtins
 import numbers
 
-from . import autograd as _ag
+from . import autograd as _ag, kernels
 from .errors import DeviceMismatchError, ShapeError
 from .tensor import Tensor, as_tensor
 
@@ -58,7 +58,7 @@ def _operands(*xs):
         if isinstance(x, Tensor):
             if dev is None:
                 dev = x.device
-            elif x.device != dev:
+            elif x.device is not dev and x.device != dev:
                 raise DeviceMismatchError(
                     f"operands live on different devices: {dev} and {x.device}; "
                     f"move one with .to('{dev}') before combining them")
@@ -289,7 +289,6 @@ def softmax_cross_entropy(logits, labels, sparse: bool = False) -> Tensor:
     and the forward is finite even for logits of ``1e4``.
     """
     dev, (z, y) = _operands(logits, labels)
-    from . import kernels
     loss, probs = kernels.softmax_xent_forward(dev.xp, z.data, y.data, sparse)
     return _result(loss, dev, (z, y), lambda g, n: (
         kernels.softmax_xent_backward(dev.xp, probs, y.data, g, sparse) if n[0] else None, None))
@@ -520,7 +519,6 @@ def dense(x, kernel, bias=None, activation: str | None = None) -> Tensor:
     if x.shape[-1] != kernel.shape[0]:
         raise ShapeError(f"dense: input has {x.shape[-1]} features (shape {x.shape}) but the kernel expects "
                          f"{kernel.shape[0]} (kernel shape {kernel.shape})")
-    from . import kernels
     xd = x.data.reshape(-1, x.shape[-1])
     out = kernels.bias_act_forward(dev.xp, xd @ kernel.data, None if bias is None else bias.data, activation)
     inputs = (x, kernel) if bias is None else (x, kernel, bias)

@@ -65,7 +65,7 @@ class Tensor:
         return t
 
     # -- attributes ------------------------------------------------------
-    shape = property(lambda self: tuple(self.data.shape), doc="Tuple of axis lengths.")
+    shape = property(lambda self: self.data.shape, doc="Tuple of axis lengths.")
     ndim = property(lambda self: self.data.ndim, doc="Number of axes (the tensor's rank).")
     dtype = property(lambda self: self.data.dtype, doc="The element dtype (a NumPy dtype).")
     size = property(lambda self: int(self.data.size), doc="Number of elements.")

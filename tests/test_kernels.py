@@ -87,6 +87,27 @@ def test_numpy_optimizer_twins_match_closed_form(name, h):
 
 
 @pytest.mark.parametrize("name,h", OPT)
+def test_threaded_cpu_update_equals_single_thread(monkeypatch, name, h):
+    """GPUNET_NUM_THREADS > 1 splits a large update over threads: the result must be bit-identical."""
+    n = kernels.PARALLEL_MIN * 2 + 12345          # uneven split, large enough to be split
+    w, g = rng.standard_normal(n).astype(F), rng.standard_normal(n).astype(F)
+    monkeypatch.setattr(kernels, "WORKERS", 1)
+    one = _run(np, name, w, g, **h)
+    monkeypatch.setattr(kernels, "WORKERS", 3)
+    three = _run(np, name, w, g, **h)
+    np.testing.assert_array_equal(three, one)
+    assert not np.array_equal(one, w)
+
+
+def test_num_threads_env_is_validated(monkeypatch):
+    monkeypatch.setenv("GPUNET_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="GPUNET_NUM_THREADS must be an integer"):
+        kernels._read_workers()
+    monkeypatch.setenv("GPUNET_NUM_THREADS", "2")
+    assert kernels._read_workers() == 2
+
+
+@pytest.mark.parametrize("name,h", OPT)
 def test_cuda_optimizer_kernels_match_twins(dev, name, h):
     if not dev.is_gpu:
         pytest.skip("the CUDA kernel needs a GPU; its NumPy twin is tested above")
