@@ -263,6 +263,8 @@ class Sequential:
         n = len(x)
         steps = -(-n // batch_size)
         xd, yd = self._to_device(x), self._to_device(y)
+        if vx is not None:   # moved once per fit, not at every epoch's validation
+            vx, vy = self._to_device(vx), self._to_device(vy)
         for m in self.metrics:
             if isinstance(m, _metrics.Accuracy):
                 m.resolve(self.loss, y.shape, (None,) + tuple(self.layers[-1].output_shape[1:]))
