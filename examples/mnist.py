@@ -4,6 +4,8 @@
     python examples/mnist.py                       # full MNIST if it can be had, else the embedded sample
     python examples/mnist.py --device gpu --epochs 5
     python examples/mnist.py --dataset fashion-mnist --plot mnist.png
+    python examples/mnist.py --epochs 2 --save ckpt.npz      # then, to continue to epoch 5 exactly:
+    python examples/mnist.py --resume ckpt.npz --save ckpt.npz
 
 The network, loss, optimizer and metrics are the chapter's (listings 2.2-2.5).
 One deliberate difference: the images stay uint8 on the device (4x less memory)
@@ -16,7 +18,7 @@ import sys
 import time
 
 import gpunet
-from gpunet import layers, models
+from gpunet import callbacks, layers, models
 from gpunet.utils import to_categorical
 from gpunet.datasets import DatasetUnavailableError, fashion_mnist, mnist
 
@@ -94,6 +96,8 @@ def main(argv=None):
     p.add_argument("--plot", metavar="FILE.png", help="write loss/accuracy curves and sample predictions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument("--save", metavar="FILE.npz", help="write a full checkpoint after every epoch (atomically)")
+    p.add_argument("--resume", metavar="FILE.npz", help="continue from a checkpoint written by --save")
     args = p.parse_args(argv)
     try:
         device = gpunet.device(args.device)
@@ -109,13 +113,23 @@ def main(argv=None):
     print(f"Training on {what}, device {device}.")
     x_train = x_train.reshape((len(x_train), 28 * 28))
     x_test = x_test.reshape((len(x_test), 28 * 28))
-    network = build(device)
-    network.compile(optimizer=args.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    if args.resume:
+        try:
+            network = models.load_model(args.resume, device=device)   # also restores the RNG state
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 4
+        print(f"Resuming from {args.resume} after epoch {network.epochs_completed}.")
+    else:
+        network = build(device)
+        network.compile(optimizer=args.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     network.summary()
     t0 = time.perf_counter()
     train_labels, test_labels = to_categorical(y_train, 10), to_categorical(y_test, 10)
     history = network.fit(x_train, train_labels, epochs=args.epochs, batch_size=args.batch_size,
-                          verbose=args.verbose, validation_data=(x_test, test_labels) if args.plot else None)
+                          verbose=args.verbose, validation_data=(x_test, test_labels) if args.plot else None,
+                          initial_epoch=network.epochs_completed,
+                          callbacks=[callbacks.ModelCheckpoint(args.save)] if args.save else None)
     train_s = time.perf_counter() - t0
     test_loss, test_acc = network.evaluate(x_test, test_labels, verbose=0)
     times = history.epoch_times

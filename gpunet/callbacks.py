@@ -190,20 +190,23 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the weights (``.npz``, written atomically) after every epoch or only on improvement.
+    """Save the model after every epoch, or only when ``monitor`` improves (``save_best_only``).
+
+    By default (as in Keras) a full training checkpoint is written with ``model.save``:
+    weights, optimizer state, epochs completed and RNG state, so that
+    ``models.load_model(path)`` + ``fit(..., initial_epoch=model.epochs_completed)`` resumes
+    exactly; ``save_weights_only=True`` writes just the weights (``model.save_weights``).
+    Every write is atomic: a crash leaves the previous file complete.
 
     ``filepath`` may contain ``{epoch}`` and log names, e.g. ``'ckpt-{epoch:02d}-{val_loss:.3f}.npz'``.
-    Only weights are saved for now (``save_weights_only=True``); full training checkpoints
-    (optimizer state, epoch, RNG) are not implemented yet.
     """
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto",
-                 save_weights_only=True):
-        if not save_weights_only:
-            raise NotImplementedError("ModelCheckpoint can only save weights so far: pass save_weights_only=True "
-                                      "(full training checkpoints are not implemented yet)")
+                 save_weights_only=False):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"ModelCheckpoint mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.filepath, self.monitor, self.verbose = os.fspath(filepath), monitor, verbose
-        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.save_best_only, self.save_weights_only = save_best_only, bool(save_weights_only)
         self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
         self.best = math.inf if self.mode == "min" else -math.inf
 
@@ -218,13 +221,16 @@ class ModelCheckpoint(Callback):
             if not better:
                 return
             self.best = value
-        self.model.save_weights(path)
+        (self.model.save_weights if self.save_weights_only else self.model.save)(path)
         if self.verbose:
             print(f"Epoch {epoch + 1}: saved to {path}")
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as a batch loss is NaN or infinite."""
+    """Stop training as soon as a batch loss is NaN or infinite.
+
+    Kept for Keras code: ``fit`` itself already stops at a non-finite loss, before applying
+    that step (see :meth:`gpunet.models.Sequential.fit`)."""
 
     wants_batch_logs = True
 

@@ -24,6 +24,8 @@ def atomic_write(path, mode: str = "wb"):
         raise FileNotFoundError(f"cannot write {path!r}: folder {folder!r} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        if hasattr(os, "fchmod"):       # mkstemp makes 0600 files; keep the usual permissions
+            os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, mode) as f:
             f.tmp_path = tmp
             yield f
@@ -40,3 +42,17 @@ def atomic_write(path, mode: str = "wb"):
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _file_mode(path) -> int:
+    """The existing file's permissions, else 0o666 minus the process umask (what open() would give)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = 0o022
+    return 0o666 & ~umask

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 import time
 
-from . import backend, losses as _losses, metrics as _metrics, optimizers as _optimizers, random
+from . import backend, losses as _losses, metrics as _metrics, optimizers as _optimizers, random, saving
 from .autograd import GradientTape
 from .callbacks import Callback, History, ProgbarLogger
 from .errors import NotCompiledError, ShapeError
@@ -30,7 +33,9 @@ from .tensor import Tensor
 
 np = backend.numpy
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "load_model"]
+
+load_model = saving.load_model
 
 
 class Sequential:
@@ -52,7 +57,9 @@ class Sequential:
         self.metrics = []
         self.compiled = False
         self.stop_training = False
+        self.stop_reason = None     # why the last fit stopped early (non-finite loss), else None
         self.history = None
+        self.epochs_completed = 0   # epochs finished by fit (saved by model.save; resume with initial_epoch=)
         self._input_shape = None
         for layer in layers or []:
             self.add(layer)
@@ -232,6 +239,13 @@ class Sequential:
         x: array ``(n, *sample_shape)`` (uint8 or float); y: targets ``(n, ...)``. The data is
         moved to the model's device once; each step gathers a batch from a per-epoch permutation
         drawn on the host (so one seed gives the same batch order on every device).
+        ``steps_per_epoch`` caps the batches per epoch; ``initial_epoch`` resumes a run (e.g.
+        ``initial_epoch=model.epochs_completed`` after :func:`load_model`).
+
+        Safety: a NaN/infinite batch loss stops training before that step is applied (the model
+        keeps the last finite weights; ``model.stop_reason`` says which epoch and step); Ctrl-C
+        takes effect after the step in flight (KeyboardInterrupt, weights of the last completed
+        step, ``model.history`` so far).
         """
         self._require_compiled("fit")
         batch_size = 32 if batch_size is None else batch_size
@@ -262,6 +276,9 @@ class Sequential:
 
         n = len(x)
         steps = -(-n // batch_size)
+        if steps_per_epoch is not None:
+            _check_int("steps_per_epoch", steps_per_epoch, 1)
+            steps = min(steps, steps_per_epoch)
         xd, yd = self._to_device(x), self._to_device(y)
         if vx is not None:   # moved once per fit, not at every epoch's validation
             vx, vy = self._to_device(vx), self._to_device(vy)
@@ -284,56 +301,84 @@ class Sequential:
             cb.set_model(self)
         self.history = history
         self.stop_training = False
+        self.stop_reason = None
         params = self.trainable_weights
         xp = self.device.xp
-        for cb in cbs:
-            cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
+        with _DeferredInterrupt() as interrupt:
             for cb in cbs:
-                cb.on_epoch_begin(epoch)
-            order = random.generator().permutation(n) if shuffle else None
-            order_d = self.device.asarray(order) if shuffle else None
-            sums = _Sums(xp, len(self.metrics))
-            for step in range(steps):
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                if shuffle:
-                    idx = order_d[lo:hi]
-                    xb, yb = xd.take(idx, axis=0), yd.take(idx, axis=0)
-                else:
-                    xb, yb = xd[lo:hi], yd[lo:hi]
-                self._train_step(xb, yb, params, sums)
-                if batch_logs:
-                    logs = sums.logs(self, last_loss=True)
-                    for cb in cbs:
-                        cb.on_train_batch_end(step, logs)
-                if progress is not None and progress.wants_refresh(step + 1):
-                    progress.refresh(step + 1, sums.logs(self))
-                if self.stop_training:
+                cb.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                for cb in cbs:
+                    cb.on_epoch_begin(epoch)
+                if not self._fit_epoch(epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress,
+                                       batch_logs, vx, vy, interrupt):
                     break
-            logs = sums.logs(self)
-            if vx is not None:
-                vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, _checked=True)
-                vals = vals if isinstance(vals, list) else [vals]
-                logs.update({"val_" + k: v for k, v in zip(["loss"] + [m.name for m in self.metrics], vals)})
             for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        for cb in cbs:
-            cb.on_train_end()
+                cb.on_train_end()
         return history
 
+    def _fit_epoch(self, epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress, batch_logs, vx, vy,
+                   interrupt) -> bool:
+        """One epoch of :meth:`fit`; False when training must stop."""
+        n = len(xd)
+        order = random.generator().permutation(n) if shuffle else None
+        order_d = self.device.asarray(order) if shuffle else None
+        sums = _Sums(self.device.xp, len(self.metrics))
+        for step in range(steps):
+            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+            if shuffle:
+                idx = order_d[lo:hi]
+                xb, yb = xd.take(idx, axis=0), yd.take(idx, axis=0)
+            else:
+                xb, yb = xd[lo:hi], yd[lo:hi]
+            bad = self._train_step(xb, yb, params, sums)
+            if bad is not None:     # nothing was applied: the weights are those of the last finite step
+                self.stop_reason = (f"epoch {epoch + 1}, step {step + 1}/{steps}: the loss is {bad}; training "
+                                    "stopped and the model keeps the weights of the last step with a finite loss. "
+                                    "Try a lower learning rate, or check the data for extreme values")
+                print(f"gpunet: {self.stop_reason}", file=sys.stderr)
+                self.stop_training = True
+                return False
+            interrupt.check()
+            if batch_logs:
+                logs = sums.logs(self, last_loss=True)
+                for cb in cbs:
+                    cb.on_train_batch_end(step, logs)
+            if progress is not None and progress.wants_refresh(step + 1):
+                progress.refresh(step + 1, sums.logs(self))
+            if self.stop_training:
+                break
+        logs = sums.logs(self)
+        if vx is not None:
+            vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, _checked=True)
+            vals = vals if isinstance(vals, list) else [vals]
+            logs.update({"val_" + k: v for k, v in zip(["loss"] + [m.name for m in self.metrics], vals)})
+        if not self.stop_training:
+            self.epochs_completed = epoch + 1   # before the callbacks, so a checkpoint saved now records it
+        for cb in cbs:
+            cb.on_epoch_end(epoch, logs)
+        interrupt.check()
+        return not self.stop_training
+
     def _train_step(self, xb, yb, params, sums):
-        """One optimizer step on a device batch; the running sums stay on the device."""
+        """One optimizer step on a device batch; the running sums stay on the device.
+
+        Returns None, or the loss (a float) when it is NaN/infinite: then nothing is applied.
+        (Reading the 0-d loss is free on CPU; on a GPU it is one small device-to-host copy.)
+        """
         x = Tensor._wrap(self._as_float(xb), self.device)
         y = Tensor._wrap(yb, self.device)
         fused = self._fused_flag
         with GradientTape() as tape:
             out = self._forward(x, training=True, logits=fused)
             loss = self.loss.from_logits_loss(y, out) if fused else self.loss(y, out)
+        value = float(loss.data)
+        if not math.isfinite(value):
+            return value
         grads = tape.gradient(loss, params)
         self.optimizer.apply_gradients(zip(grads, params))
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
+        return None
 
     def _as_float(self, xb):
         """Integer batches become float32 here, unless a first Rescaling layer converts them in one pass."""
@@ -405,6 +450,12 @@ class Sequential:
         return self.device.to_host(self.device.xp.concatenate(outs)).copy()
 
     # --------------------------------------------------------------- save / load
+    def save(self, filepath) -> None:
+        """Write a full training checkpoint (architecture, weights, optimizer state, epochs
+        completed, RNG state) to ``filepath`` atomically; read it with :func:`load_model`.
+        See :mod:`gpunet.saving`."""
+        saving.save_model(self, filepath)
+
     def save_weights(self, filepath) -> None:
         """Write all weights to ``filepath`` (NumPy ``.npz``), atomically: a crash leaves the
         previous file intact."""
@@ -416,12 +467,14 @@ class Sequential:
             np.savez(f, **arrays)
 
     def load_weights(self, filepath) -> None:
-        """Load weights saved by :meth:`save_weights`; the model is unchanged if anything does not match."""
+        """Load weights saved by :meth:`save_weights` (or the weights of a :meth:`save` checkpoint);
+        the model is unchanged if anything does not match."""
         if not self.built:
             raise ValueError("build the model before load_weights (give the first layer input_shape, or call "
                              "model.build((None, features)))")
         arrays = _read_npz(filepath)
-        keys = sorted(k for k in arrays if k.startswith("w"))
+        prefix = "weight/" if "config" in arrays else "w"     # a full checkpoint (model.save) or save_weights
+        keys = sorted(k for k in arrays if k.startswith(prefix))
         ws = self.weights
         for i, w in enumerate(ws):
             if i >= len(keys):
@@ -460,11 +513,49 @@ class _Sums:
         self.count += n
 
     def logs(self, model, last_loss=False) -> dict:
-        c = max(self.count, 1)
-        out = {"loss": float(self.last) if last_loss else float(self.loss) / c}
+        if not self.count:
+            return {"loss": math.nan, **{m.name: math.nan for m in model.metrics}}
+        out = {"loss": float(self.last) if last_loss else float(self.loss) / self.count}
         for m, s in zip(model.metrics, self.metrics):
-            out[m.name] = float(s) / c
+            out[m.name] = float(s) / self.count
         return out
+
+
+class _DeferredInterrupt:
+    """Ctrl-C during ``fit`` takes effect between steps, never inside an optimizer update.
+
+    The step in flight completes, then KeyboardInterrupt is raised: the model keeps the
+    weights of that last completed step and ``model.history`` the epochs completed so far.
+    A second Ctrl-C interrupts at once. Only installed in the main thread, and only when
+    SIGINT has Python's default handler (a user's own handler is left alone).
+    """
+
+    def __init__(self):
+        self.pending = False
+        self._previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.pending:            # pressed twice: the user insists
+            signal.signal(signal.SIGINT, self._previous)
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self):
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt("fit interrupted (Ctrl-C): the model keeps the weights of the last completed "
+                                    "step and model.history the epochs completed so far")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _weight_key(i, w):

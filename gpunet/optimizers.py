@@ -107,7 +107,7 @@ class Optimizer:
                     slots[k] = p.device.asarray(state[f"{i}/{k}"]).copy()
 
     def get_config(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "iterations"}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("iterations", "slot_names")}
 
 
 class SGD(Optimizer):
