@@ -173,7 +173,9 @@ class Sequential:
     def _check_data(self, x, y=None, where="fit"):
         """Validate and convert inputs before anything changes; returns host/device arrays."""
         x = _as_array(x, "x", where)
-        if x.ndim == 0 or len(x) == 0:
+        if x.ndim == 0:
+            raise ValueError(f"{where}: x is a single number; pass an array of samples, shape (n, features)")
+        if len(x) == 0:
             raise ValueError(f"{where}: x is empty (shape {x.shape}); pass at least one sample")
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{where}: x must hold numbers, got dtype {x.dtype}; convert it with x.astype('float32')")
@@ -188,10 +190,14 @@ class Sequential:
         if y is None:
             return x, None
         y = _as_array(y, "y", where)
+        if y.ndim == 0:
+            raise ValueError(f"{where}: y is a single number; pass one target per sample, shape (n,) or (n, units)")
         if len(y) != len(x):
             raise ValueError(f"{where}: x has {len(x)} samples but y has {len(y)}; they must have the same length")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{where}: y must hold numbers, got dtype {y.dtype}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{where}: y contains NaN or infinite values; clean the targets first")
         self._check_targets(y, where)
         return x, y
 
@@ -224,6 +230,12 @@ class Sequential:
                     f"the output layer {last.name!r} has {units} units"
                 raise ShapeError(f"{where}: categorical_crossentropy needs one-hot targets of shape (n, {units}), "
                                  f"got y of shape {tuple(y.shape)}; {hint}")
+        elif isinstance(self.loss, (_losses.MeanSquaredError, _losses.MeanAbsoluteError, _losses.BinaryCrossentropy)):
+            out = tuple(last.output_shape[1:]) if last.output_shape else None
+            if out is not None and tuple(y.shape[1:]) != out and not (out == (1,) and y.ndim == 1):
+                raise ShapeError(f"{where}: loss {self.loss.name!r} needs one target per output, shape (n, "
+                                 f"{', '.join(map(str, out))}), got y of shape {tuple(y.shape)}; the output layer "
+                                 f"{last.name!r} has {units} units")
 
     def _to_device(self, a):
         """One host-to-device transfer of a whole array (float64 -> float32; uint8 stays uint8)."""
