@@ -216,6 +216,10 @@ class Sequential:
             return
         sparse = isinstance(self.loss, _losses.SparseCategoricalCrossentropy)
         if sparse:
+            if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+                raise ShapeError(f"{where}: sparse_categorical_crossentropy needs integer labels of shape (n,), got "
+                                 f"y of shape {tuple(y.shape)}; for one-hot targets use "
+                                 "loss='categorical_crossentropy'")
             if y.dtype.kind == "f" and y.size and not np.all(np.mod(y, 1) == 0):
                 raise ValueError(f"{where}: sparse_categorical_crossentropy needs integer class labels, "
                                  f"got non-integer values in y")
