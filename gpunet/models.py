@@ -396,6 +396,12 @@ class Sequential:
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
         return None
 
+    def _batches(self, xd, yd, batch_size):
+        """``(x, y)`` Tensors of consecutive device batches (``y`` None when ``yd`` is None)."""
+        for lo in range(0, len(xd), batch_size):
+            xt = Tensor._wrap(self._as_float(xd[lo:lo + batch_size]), self.device)
+            yield xt, None if yd is None else Tensor._wrap(yd[lo:lo + batch_size], self.device)
+
     def _as_float(self, xb):
         """Integer batches become float32 here, unless a first Rescaling layer converts them in one pass."""
         if xb.dtype.kind == "f" or (self.layers and isinstance(self.layers[0], Rescaling)):
@@ -434,13 +440,10 @@ class Sequential:
         sums = _Sums(self.device.xp, len(self.metrics))
         n = len(xd)
         t0 = time.perf_counter()
-        for lo in range(0, n, batch_size):
-            xb, yb = xd[lo:lo + batch_size], yd[lo:lo + batch_size]
-            xt = Tensor._wrap(self._as_float(xb), self.device)
-            yt = Tensor._wrap(yb, self.device)
+        for xt, yt in self._batches(xd, yd, batch_size):
             out = self._forward(xt, training=False, logits=fused)
             loss = self.loss.from_logits_loss(yt, out) if fused else self.loss(yt, out)
-            sums.add(loss.data, len(xb), self._metric_sums(yt, out, fused))
+            sums.add(loss.data, len(xt), self._metric_sums(yt, out, fused))
         logs = sums.logs(self)
         if verbose:
             steps = -(-n // batch_size)
@@ -458,11 +461,7 @@ class Sequential:
         if not self.built:
             self.build((None,) + tuple(x.shape[1:]))
         xd = self._to_device(x)
-        outs = []
-        for lo in range(0, len(xd), batch_size):
-            xb = xd[lo:lo + batch_size]
-            xt = Tensor._wrap(self._as_float(xb), self.device)
-            outs.append(self._forward(xt, training=False).data)
+        outs = [self._forward(xt, training=False).data for xt, _ in self._batches(xd, None, batch_size)]
         return self.device.to_host(self.device.xp.concatenate(outs)).copy()
 
     # --------------------------------------------------------------- save / load
