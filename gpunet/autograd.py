@@ -51,8 +51,8 @@ def record(output, inputs, backward) -> None:
         return
     for tape in _state.tapes:
         tracked = tape._tracked
-        needs = tuple(getattr(t, "requires_grad", False) or id(t) in tracked for t in inputs)
-        if any(needs):
+        needs = tuple([getattr(t, "requires_grad", False) or id(t) in tracked for t in inputs])
+        if True in needs:
             tape._records.append((output, inputs, needs, backward))
             tracked[id(output)] = output
 

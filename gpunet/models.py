@@ -150,13 +150,12 @@ class Sequential:
 
     # -------------------------------------------------------------------- forward
     def _forward(self, x: Tensor, training: bool, logits: bool = False) -> Tensor:
+        """The layers on ``x``; ``logits=True`` stops before the last layer's softmax/sigmoid."""
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if i == last and logits:
-                layer._ensure_built(x.shape, self.device)
-                x = layer.call(x, training=training, logits=True)
-            else:
-                x = layer(x, training=training)
+            layer._ensure_built(x.shape, self.device)
+            x = layer.call(x, training=training, logits=True) if i == last and logits else \
+                layer.call(x, training=training)
         return x
 
     def __call__(self, x, training: bool = False) -> Tensor:
