@@ -228,12 +228,13 @@ def softmax_xent_forward(xp, z, y, sparse):
     shifted = z - z.max(axis=1, keepdims=True)
     e = xp.exp(shifted)
     s = e.sum(axis=1, keepdims=True)
-    logp = shifted - xp.log(s)
-    e /= s
+    log_s = xp.log(s).ravel()
+    # -sum(y * log_softmax) = sum_r log_s[r] * sum_c y[r, c] - sum(y * shifted), without an (n, c) temporary
     if sparse:
-        loss = -logp[xp.arange(rows), y.astype(np.int64)].mean()
+        loss = (log_s.sum() - shifted[xp.arange(rows), y.astype(np.int64)].sum()) / rows
     else:
-        loss = -(y * logp).sum() / rows
+        loss = (xp.dot(y.sum(axis=1), log_s) - xp.vdot(y, shifted)) / rows
+    e /= s
     return xp.asarray(loss, dtype=z.dtype), e
 
 
