@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from .tensor import Tensor
+
 __all__ = ["GradientTape", "no_grad", "is_recording"]
 
 
@@ -112,7 +114,6 @@ class GradientTape:
         Returns:
             Tensors (on the sources' devices, dtype of the source) in the structure of ``sources``.
         """
-        from .tensor import Tensor
         if self._used and not self.persistent:
             raise RuntimeError(
                 "GradientTape.gradient can only be called once on a non-persistent tape; "
@@ -129,7 +130,8 @@ class GradientTape:
             if seed.shape != target.shape:
                 raise ValueError(f"output_gradients has shape {seed.shape} but target has shape {target.shape}")
         grads = {id(target): seed}
-        keep = {id(t) for t in _flatten(sources)}
+        flat = _flatten(sources)
+        keep = {id(t) for t in flat}
         paused = _state.paused
         _state.paused = paused + 1       # backward math is never recorded
         try:
@@ -162,6 +164,8 @@ class GradientTape:
                 g = g.reshape(src.shape)
             return Tensor._wrap(g, src.device)
 
+        if type(sources) is list and len(flat) == len(sources):    # the common case: a flat list
+            return [result(src) for src in sources]
         return _map_structure(result, sources)
 
 

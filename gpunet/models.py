@@ -391,7 +391,7 @@ class Sequential:
         if not math.isfinite(value):
             return value
         grads = tape.gradient(loss, params)
-        self.optimizer.apply_gradients(zip(grads, params))
+        self.optimizer._apply([(g, p) for g, p in zip(grads, params) if g is not None])  # shapes hold by construction
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
         return None
 

@@ -75,6 +75,10 @@ class Optimizer:
             if isinstance(g, Tensor) and g.device != v.device:
                 from .errors import DeviceMismatchError
                 raise DeviceMismatchError(f"gradient on {g.device} but parameter on {v.device}")
+        self._apply(pairs)
+
+    def _apply(self, pairs) -> None:
+        """One update of already validated ``(gradient, parameter)`` pairs."""
         self.iterations += 1
         for g, v in pairs:
             slots = self._slots.get(id(v))
