@@ -5,7 +5,7 @@
 
 All runs use the same data, initial weights, batch order and hyper-parameters
 (784-512-10, RMSprop lr=1e-3 rho=0.9, batch 128, uint8 images scaled per batch).
-Epochs are interleaved (gpunet, reference, torch, gpunet, ...) in one process so
+Epochs are interleaved (gpunet, reference, torch; then reference, torch, gpunet; ...) in one process so
 that machine noise hits all alike; the table gives the median seconds per epoch,
 ratios, test accuracy, and the peak memory of each run measured alone in a
 subprocess (host RSS; device memory from CuPy's pool on GPU).
@@ -120,7 +120,7 @@ def main():
         state = gpunet.random.get_state()
         order = gpunet.random.generator().permutation(len(x))
         gpunet.random.set_state(state)          # fit draws this same permutation
-        for impl in impls:
+        for impl in impls[epoch % len(impls):] + impls[:epoch % len(impls)]:   # rotate who goes first
             sync(dev)
             t0 = time.perf_counter()
             if impl == "gpunet":
@@ -151,15 +151,18 @@ def main():
     rows = []
     print(f"\n{args.epochs} epochs of 784-512-10 RMSprop on {args.dataset} ({len(x)} images), batch {bs}, "
           f"device {dev}; epochs interleaved in one process")
-    print(f"{'implementation':<16}{'s/epoch (median)':>18}{'gpunet ratio':>14}{'test acc':>10}{'peak RSS MiB':>14}"
-          + ("{:>14}".format("device MiB") if dev.is_gpu else ""))
+    print(f"{'implementation':<16}{'s/epoch (median)':>18}{'gpunet ratio':>14}{'paired':>8}{'test acc':>10}"
+          f"{'peak RSS MiB':>14}" + ("{:>14}".format("device MiB") if dev.is_gpu else ""))
     for impl in impls:
         m = mem.get(impl) or {}
         ratio = med["gpunet"] / med[impl]
+        # median of the epoch-by-epoch ratios (each gpunet epoch against the same epoch of impl, run
+        # back to back): less sensitive than the ratio of medians to a machine whose speed drifts
+        paired = statistics.median(g / t for g, t in zip(times["gpunet"], times[impl]))
         rows.append({"impl": impl, "median_s_per_epoch": med[impl], "epoch_times": times[impl],
-                     "gpunet_over_this": ratio, "test_accuracy": acc[impl], "peak_rss_mib": m.get("peak_rss_mib"),
-                     "device_pool_mib": m.get("device_pool_mib")})
-        print(f"{impl:<16}{med[impl]:>18.3f}{ratio:>14.2f}{acc[impl]:>10.4f}"
+                     "gpunet_over_this": ratio, "gpunet_over_this_paired": paired, "test_accuracy": acc[impl],
+                     "peak_rss_mib": m.get("peak_rss_mib"), "device_pool_mib": m.get("device_pool_mib")})
+        print(f"{impl:<16}{med[impl]:>18.3f}{ratio:>14.2f}{paired:>8.2f}{acc[impl]:>10.4f}"
               f"{(m.get('peak_rss_mib') or float('nan')):>14.0f}"
               + (f"{(m.get('device_pool_mib') or float('nan')):>14.0f}" if dev.is_gpu else ""))
     if args.json:

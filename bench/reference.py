@@ -4,7 +4,9 @@
 (784-512-10, ReLU, softmax cross-entropy, Keras RMSprop with epsilon inside
 the square root, float32, uint8 data converted per batch); ``torch_*`` does the
 same in PyTorch eager mode. Both use the same initial weights and batch order
-as the gpunet run they are compared with.
+as the gpunet run they are compared with, and, like ``fit(metrics=['accuracy'])``,
+both keep the epoch's running loss and accuracy (summed on the device, read once
+per epoch) — the numbers a progress bar shows.
 """
 import numpy as np
 
@@ -34,6 +36,7 @@ class NumpyNet:
         s = e.sum(axis=1, keepdims=True)
         n = len(x)
         loss = -(yb * (z - xp.log(s))).sum() / n
+        hits = xp.count_nonzero(z.argmax(axis=1) == yb.argmax(axis=1))     # the running accuracy
         e /= s
         e -= yb
         e *= np.float32(1 / n)                      # (p - y) / n
@@ -52,7 +55,7 @@ class NumpyNet:
             xp.divide(g, t, out=t)
             t *= self.lr
             p -= t
-        return loss
+        return loss, hits
 
     def predict_accuracy(self, x, labels, batch=1024):
         xp = self.xp
@@ -66,10 +69,16 @@ class NumpyNet:
 
 
 def numpy_epoch(net, x, y_onehot, order, batch_size):
-    """One epoch of ``net`` over ``x`` (uint8, device array) in the given ``order`` (device array)."""
+    """One epoch of ``net`` over ``x`` (uint8, device array) in the given ``order`` (device array).
+
+    Returns the epoch's mean training loss and accuracy (floats)."""
+    loss_sum = hit_sum = 0
     for lo in range(0, len(x), batch_size):
         idx = order[lo:lo + batch_size]
-        net.step(x.take(idx, axis=0), y_onehot.take(idx, axis=0))
+        loss, hits = net.step(x.take(idx, axis=0), y_onehot.take(idx, axis=0))
+        loss_sum = loss_sum + loss * len(idx)
+        hit_sum = hit_sum + hits
+    return float(loss_sum) / len(x), float(hit_sum) / len(x)
 
 
 def torch_setup(weights, device="cpu"):
@@ -90,13 +99,19 @@ def torch_setup(weights, device="cpu"):
 def torch_epoch(model, opt, x, labels, order, batch_size):
     import torch
     f = torch.nn.functional
+    loss_sum = hit_sum = 0
     for lo in range(0, len(x), batch_size):
         idx = order[lo:lo + batch_size]
-        xb = x[idx].float().mul_(1 / 255)
-        loss = f.cross_entropy(model(xb), labels[idx])
+        xb, yb = x[idx].float().mul_(1 / 255), labels[idx]
+        out = model(xb)
+        loss = f.cross_entropy(out, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            loss_sum = loss_sum + loss.detach() * len(idx)
+            hit_sum = hit_sum + (out.argmax(1) == yb).sum()
+    return float(loss_sum) / len(x), float(hit_sum) / len(x)
 
 
 def torch_accuracy(model, x, labels):
