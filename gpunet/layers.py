@@ -206,18 +206,21 @@ class Rescaling(Layer):
         self.scale, self.offset = float(scale), float(offset)
 
     def call(self, x, training=False):
-        xp = x.device.xp
         if x.dtype.kind != "f" and not x.requires_grad:   # integer images -> scaled float32
-            if x.device.is_gpu:                              # one fused kernel
-                data = xp.multiply(x.data, xp.float32(self.scale), dtype=xp.float32)
-            else:                                            # NumPy: cast, then scale in place (faster than
-                data = x.data.astype(xp.float32)             # one mixed-type multiply)
-                data *= xp.float32(self.scale)
-            y = Tensor._wrap(data, x.device)
+            y = Tensor._wrap(self.scale_integers(x.device, x.data), x.device)
             return y + self.offset if self.offset else y
         y = x if x.dtype == backend.numpy.float32 else ops.astype(x, "float32")
         y = y * self.scale
         return y + self.offset if self.offset else y
+
+    def scale_integers(self, device, data):
+        """``data * scale`` as float32 for an integer array (the offset is not added)."""
+        xp = device.xp
+        if device.is_gpu:                        # one fused kernel
+            return xp.multiply(data, xp.float32(self.scale), dtype=xp.float32)
+        out = data.astype(xp.float32)            # NumPy: cast, then scale in place (faster than
+        out *= xp.float32(self.scale)            # one mixed-type multiply)
+        return out
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}

@@ -24,6 +24,7 @@ import threading
 import time
 
 from . import backend, losses as _losses, metrics as _metrics, optimizers as _optimizers, random, saving
+from .train_step import FusedStep
 from .autograd import GradientTape
 from .callbacks import Callback, History, ProgbarLogger
 from .errors import NotCompiledError, ShapeError
@@ -56,6 +57,7 @@ class Sequential:
         self.optimizer = self.loss = None
         self.metrics = []
         self.compiled = False
+        self.jit_compile = "auto"
         self.stop_training = False
         self.stop_reason = None     # why the last fit stopped early (non-finite loss), else None
         self.history = None
@@ -129,8 +131,15 @@ class Sequential:
         print_fn("\n".join(lines))
 
     # ------------------------------------------------------------------- compile
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
-        """Choose the optimizer, loss and metrics by Keras name or object (validated now)."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto") -> None:
+        """Choose the optimizer, loss and metrics by Keras name or object (validated now).
+
+        ``jit_compile``: ``'auto'``/``True`` let ``fit`` train plain Dense stacks with the fused
+        step of :mod:`gpunet.train_step` (bit-identical results, less overhead); ``False``
+        always uses the GradientTape.
+        """
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r}")
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='categorical_crossentropy'")
         if metrics is not None and not isinstance(metrics, (list, tuple)):
@@ -139,6 +148,7 @@ class Sequential:
         loss_obj = _losses.get(loss)
         mets = [_metrics.get(m, loss_obj) for m in metrics or []]
         self.optimizer, self.loss, self.metrics = opt, loss_obj, mets
+        self.jit_compile = jit_compile
         self.compiled = True
 
     def _fused(self) -> bool:
@@ -288,6 +298,7 @@ class Sequential:
         if not self.built:
             self.build((None,) + tuple(x.shape[1:]))
         self._fused_flag = self._fused()
+        self._step = FusedStep.build(self) if self.jit_compile else None
 
         n = len(x)
         steps = -(-n // batch_size)
@@ -381,6 +392,8 @@ class Sequential:
         Returns None, or the loss (a float) when it is NaN/infinite: then nothing is applied.
         (Reading the 0-d loss is free on CPU; on a GPU it is one small device-to-host copy.)
         """
+        if self._step is not None:
+            return self._fused_train_step(xb, yb, params, sums)
         x = Tensor._wrap(self._as_float(xb), self.device)
         y = Tensor._wrap(yb, self.device)
         fused = self._fused_flag
@@ -393,6 +406,17 @@ class Sequential:
         grads = tape.gradient(loss, params)
         self.optimizer._apply([(g, p) for g, p in zip(grads, params) if g is not None])  # shapes hold by construction
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
+        return None
+
+    def _fused_train_step(self, xb, yb, params, sums):
+        """:meth:`_train_step` through :class:`~gpunet.train_step.FusedStep` (same arithmetic, no tape)."""
+        loss, logits = self._step.forward(self._as_float(xb), yb)
+        value = float(loss)
+        if not math.isfinite(value):
+            return value
+        self.optimizer._apply(list(zip(self._step.backward(), params)))
+        sums.add(loss, len(xb), self._metric_sums(Tensor._wrap(yb, self.device), Tensor._wrap(logits, self.device),
+                                                  True))
         return None
 
     def _batches(self, xd, yd, batch_size):

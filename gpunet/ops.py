@@ -520,14 +520,24 @@ def dense(x, kernel, bias=None, activation: str | None = None) -> Tensor:
         raise ShapeError(f"dense: input has {x.shape[-1]} features (shape {x.shape}) but the kernel expects "
                          f"{kernel.shape[0]} (kernel shape {kernel.shape})")
     xd = x.data.reshape(-1, x.shape[-1])
-    out = kernels.bias_act_forward(dev.xp, xd @ kernel.data, None if bias is None else bias.data, activation)
+    out = dense_forward(dev.xp, xd, kernel.data, None if bias is None else bias.data, activation)
     inputs = (x, kernel) if bias is None else (x, kernel, bias)
 
     def backward(g, n):
-        gz = kernels.act_backward(dev.xp, g.reshape(out.shape), out, activation)
-        grads = [(gz @ kernel.data.T).reshape(x.shape) if n[0] else None,
-                 xd.T @ gz if n[1] else None]
-        if bias is not None:
-            grads.append(gz.sum(axis=0) if n[2] else None)
-        return grads
+        gx, gk, gb = dense_backward(dev.xp, g.reshape(out.shape), out, xd, kernel.data, activation,
+                                    n[0], n[1], bias is not None and n[2])
+        return (None if gx is None else gx.reshape(x.shape), gk) + ((gb,) if bias is not None else ())
     return _result(out.reshape(x.shape[:-1] + (kernel.shape[1],)), dev, inputs, backward)
+
+
+def dense_forward(xp, x2, kernel, bias, activation):
+    """Array-level forward of :func:`dense`: ``x2 (n, in)`` -> ``act(x2 @ kernel + bias) (n, units)``."""
+    return kernels.bias_act_forward(xp, x2 @ kernel, bias, activation)
+
+
+def dense_backward(xp, g2, out, x2, kernel, activation, need_x, need_kernel, need_bias):
+    """Array-level backward of :func:`dense` from the gradient ``g2 (n, units)`` of its output ``out``:
+    ``(grad x2, grad kernel, grad bias)``, each None when not needed."""
+    gz = kernels.act_backward(xp, g2, out, activation)
+    return (gz @ kernel.T if need_x else None, x2.T @ gz if need_kernel else None,
+            gz.sum(axis=0) if need_bias else None)

@@ -1,0 +1,84 @@
+"""The fused training step gives the taped step's results bit for bit, and is only used where it can."""
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet import layers, losses, models, optimizers
+from gpunet.train_step import FusedStep
+from gpunet.utils import to_categorical
+
+rng = np.random.default_rng(0)
+
+
+def chapter(device=None):
+    return [layers.Rescaling(1 / 255, input_shape=(784,)), layers.Dense(512, activation="relu"),
+            layers.Dense(10, activation="softmax")], "categorical_crossentropy", "rmsprop"
+
+
+def deep_images(device=None):
+    return [layers.InputLayer(shape=(8, 8)), layers.Rescaling(1 / 127.5, offset=-1), layers.Flatten(),
+            layers.Dense(32, activation="relu"), layers.Dense(16, activation="linear", use_bias=False),
+            layers.Dense(4, activation="softmax")], "sparse_categorical_crossentropy", "adam"
+
+
+def float_input(device=None):
+    return [layers.Dense(16, activation="relu", input_shape=(12,)), layers.Dense(3, activation="softmax")], \
+        losses.CategoricalCrossentropy(), optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+
+
+def data(name, n=96):
+    if name == "chapter":
+        return rng.integers(0, 256, (n, 784), dtype=np.uint8), to_categorical(rng.integers(0, 10, n), 10)
+    if name == "deep_images":
+        return rng.integers(0, 256, (n, 8, 8), dtype=np.uint8), rng.integers(0, 4, n)
+    return rng.standard_normal((n, 12)).astype(np.float32), to_categorical(rng.integers(0, 3, n), 3)
+
+
+@pytest.mark.parametrize("make", [chapter, deep_images, float_input], ids=lambda f: f.__name__)
+def test_fused_step_equals_the_taped_step(dev, make):
+    x, y = data(make.__name__)
+    results = []
+    for jit in (True, False):
+        gpunet.random.seed(3)
+        layer_list, loss, opt = make()
+        net = models.Sequential(layer_list)
+        net.compile(optimizer=opt, loss=loss, metrics=["accuracy"], jit_compile=jit)
+        h = net.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        assert (net._step is not None) == jit
+        results.append((net.get_weights(), h.history))
+    (w_fused, h_fused), (w_tape, h_tape) = results
+    for a, b in zip(w_fused, w_tape):
+        if dev.is_gpu:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert h_fused.keys() == h_tape.keys()
+    np.testing.assert_allclose(h_fused["loss"], h_tape["loss"], rtol=1e-6)
+    assert h_fused["accuracy"] == h_tape["accuracy"]
+
+
+@pytest.mark.parametrize("layer_list,loss", [
+    ([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Dropout(0.5),
+      layers.Dense(3, activation="softmax")], "categorical_crossentropy"),
+    ([layers.Dense(8, activation="tanh", input_shape=(4,)), layers.Dense(3, activation="softmax")],
+     "categorical_crossentropy"),
+    ([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Activation("relu"),
+      layers.Dense(3, activation="softmax")], "categorical_crossentropy"),
+    ([layers.Dense(3, activation="softmax", input_shape=(4,)), layers.Dense(3, activation="softmax")],
+     "categorical_crossentropy"),
+    ([layers.Dense(3, activation="linear", input_shape=(4,))], "mse"),
+    ([layers.Dense(3, activation="linear", input_shape=(4,))], losses.CategoricalCrossentropy(from_logits=True)),
+    ([layers.Dense(1, activation="sigmoid", input_shape=(4,))], "binary_crossentropy"),
+    ([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Rescaling(2.0),
+      layers.Dense(3, activation="softmax")], "categorical_crossentropy"),
+])
+def test_other_models_use_the_tape(layer_list, loss):
+    net = models.Sequential(layer_list)
+    net.compile(optimizer="sgd", loss=loss)
+    assert FusedStep.build(net) is None
+
+
+def test_jit_compile_is_validated():
+    net = models.Sequential([layers.Dense(3, input_shape=(4,))])
+    with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False"):
+        net.compile(loss="mse", jit_compile="xla")
