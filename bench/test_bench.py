@@ -72,11 +72,15 @@ def chapter_model(dev):
     return net
 
 
-def test_training_step(timed, dev):
+@pytest.mark.parametrize("step", ["fused", "taped"])
+def test_training_step(timed, dev, step):
+    """One optimizer step of the chapter's network (fit's inner step: fused, or through the tape)."""
+    from gpunet.train_step import FusedStep
     net = chapter_model(dev)
     x = dev.asarray(rng.integers(0, 256, (B, D), dtype=np.uint8))
     y = dev.asarray(to_categorical(rng.integers(0, C, B), C))
     net._fused_flag = net._fused()
+    net._step = FusedStep.build(net) if step == "fused" else None
     from gpunet.models import _Sums
     sums = _Sums(dev.xp, 1)
     params = net.trainable_weights
