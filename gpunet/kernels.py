@@ -64,8 +64,19 @@ __global__ void softmax_xent_bwd(const float* probs, const float* y, const long 
     }
 }
 
+// One thread: the first non-finite loss sets *halt (and records its step); optimizer kernels given
+// that flag then do nothing, so the weights stay those of the last finite step. No host sync needed.
+__global__ void guard_loss(const float* loss, int* halt, long long* bad_step, float* bad_loss, long long step) {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && !*halt && !isfinite(*loss)) {
+        *halt = 1; *bad_step = step; *bad_loss = *loss;
+    }
+}
+
 // Keras SGD: m = mu*m - lr*g; w += m (nesterov: w += mu*m - lr*g). mu == 0: w -= lr*g, m untouched.
-__global__ void sgd_update(float* w, const float* g, float* m, float lr, float mu, int nesterov, long long n) {
+// halt (may be null): skip the update when *halt != 0 (see guard_loss); likewise in the kernels below.
+__global__ void sgd_update(float* w, const float* g, float* m, float lr, float mu, int nesterov, long long n,
+                           const int* halt) {
+    if (halt && *halt) return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         if (mu == 0.0f) { w[i] -= lr * g[i]; continue; }
         float mi = mu * m[i] - lr * g[i];
@@ -77,7 +88,8 @@ __global__ void sgd_update(float* w, const float* g, float* m, float lr, float m
 // Keras RMSprop: v = rho*v + (1-rho)*g^2; [a = rho*a + (1-rho)*g; d = v - a^2]; step = lr*g/sqrt(d + eps)
 // (eps_inside == 0: lr*g/(sqrt(d) + eps), PyTorch's form); momentum: mom = mu*mom + step; w -= mom.
 __global__ void rmsprop_update(float* w, const float* g, float* v, float* a, float* mom, float lr, float rho,
-                               float eps, float mu, int eps_inside, long long n) {
+                               float eps, float mu, int eps_inside, long long n, const int* halt) {
+    if (halt && *halt) return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float gi = g[i];
         float vi = rho * v[i] + (1.0f - rho) * gi * gi;
@@ -91,7 +103,8 @@ __global__ void rmsprop_update(float* w, const float* g, float* v, float* a, flo
 
 // Keras Adam: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= alpha_t * m / (sqrt(v) + eps).
 __global__ void adam_update(float* w, const float* g, float* m, float* v, float alpha_t, float b1, float b2,
-                            float eps, long long n) {
+                            float eps, long long n, const int* halt) {
+    if (halt && *halt) return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float gi = g[i];
         float mi = m[i] + (gi - m[i]) * (1.0f - b1);
@@ -104,7 +117,7 @@ __global__ void adam_update(float* w, const float* g, float* m, float* v, float 
 }  // extern "C"
 """
 
-KERNEL_NAMES = ("bias_act_fwd", "relu_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
+KERNEL_NAMES = ("bias_act_fwd", "relu_bwd", "softmax_xent_fwd", "softmax_xent_bwd", "guard_loss",
                 "sgd_update", "rmsprop_update", "adam_update")
 
 _ACT = {None: 0, "linear": 0, "relu": 1}
@@ -260,11 +273,31 @@ def softmax_xent_backward(xp, probs, y, g, sparse):
 
 
 # ------------------------------------------------------------- optimizers
-def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None):
-    """Keras SGD, in place: ``m = mu*m - lr*g; w += m`` (Nesterov ``w += mu*m - lr*g``)."""
+def guard_loss(xp, loss, halt, bad_step, bad_loss, step) -> None:
+    """Set the flag ``halt`` (int32 ``(1,)``) at the first non-finite ``loss`` (0-d float32), recording
+    ``step`` in ``bad_step`` (int64 ``(1,)``) and the loss in ``bad_loss`` (float32 ``(1,)``).
+    On a GPU this is one tiny kernel: nothing is read back, the host looks at ``halt`` later."""
+    if _gpu(xp):
+        _kernel("guard_loss")((1,), (1,), (xp.ascontiguousarray(loss, dtype=np.float32), halt, bad_step, bad_loss,
+                                           _ll(step)))
+    elif not halt[0] and not np.isfinite(loss):
+        halt[0], bad_step[0], bad_loss[0] = 1, step, loss
+
+
+def _flag(halt):
+    return halt if halt is not None else NULL
+
+
+def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None, halt=None):
+    """Keras SGD, in place: ``m = mu*m - lr*g; w += m`` (Nesterov ``w += mu*m - lr*g``).
+
+    ``halt``: the device flag of :func:`guard_loss` (GPU kernels skip the update when it is set;
+    on the CPU the caller checks the loss before updating)."""
     if _gpu(xp) and w.dtype == np.float32:
         _launch("sgd_update", w.size, (w, g, m if m is not None else NULL, _f(lr), _f(momentum),
-                                       np.int32(bool(nesterov)), _ll(w.size)))
+                                       np.int32(bool(nesterov)), _ll(w.size), _flag(halt)))
+        return
+    if halt is not None and halt[0]:
         return
     t = w.dtype.type
     lr, mu = t(lr), t(momentum)
@@ -285,7 +318,7 @@ def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None):
     _blocked(block, (w, g, m, scratch), w.size)
 
 
-def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None):
+def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None, halt=None):
     """Keras RMSprop, in place (see :class:`gpunet.optimizers.RMSprop` for the formula).
 
     ``a`` (centered average) and ``mom`` (momentum) may be None. ``scratch``: an optional
@@ -294,7 +327,9 @@ def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scra
     if _gpu(xp) and w.dtype == np.float32:
         _launch("rmsprop_update", w.size, (w, g, v, a if a is not None else NULL, mom if mom is not None else NULL,
                                            _f(lr), _f(rho), _f(eps), _f(momentum), np.int32(bool(eps_inside)),
-                                           _ll(w.size)))
+                                           _ll(w.size), _flag(halt)))
+        return
+    if halt is not None and halt[0]:
         return
     t = w.dtype.type
     rho, one_minus, eps, lr, mu = t(rho), t(1 - rho), t(eps), t(lr), t(momentum)
@@ -329,10 +364,13 @@ def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scra
     _blocked(block, (w, g, v, a, mom, scratch), w.size)
 
 
-def adam_update(xp, w, g, m, v, alpha_t, b1, b2, eps, scratch=None):
+def adam_update(xp, w, g, m, v, alpha_t, b1, b2, eps, scratch=None, halt=None):
     """Keras Adam, in place, with the bias correction folded into ``alpha_t``."""
     if _gpu(xp) and w.dtype == np.float32:
-        _launch("adam_update", w.size, (w, g, m, v, _f(alpha_t), _f(b1), _f(b2), _f(eps), _ll(w.size)))
+        _launch("adam_update", w.size, (w, g, m, v, _f(alpha_t), _f(b1), _f(b2), _f(eps), _ll(w.size),
+                                        _flag(halt)))
+        return
+    if halt is not None and halt[0]:
         return
     t = w.dtype.type
     c1, c2, eps, alpha = t(1 - b1), t(1 - b2), t(eps), t(alpha_t)

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from . import backend, losses as _losses, metrics as _metrics, optimizers as _optimizers, random, saving
+from . import backend, kernels, losses as _losses, metrics as _metrics, optimizers as _optimizers, random, saving
 from .train_step import FusedStep
 from .autograd import GradientTape
 from .callbacks import Callback, History, ProgbarLogger
@@ -330,7 +330,7 @@ class Sequential:
         self.stop_reason = None
         params = self.trainable_weights
         xp = self.device.xp
-        with _DeferredInterrupt() as interrupt:
+        with _DeferredInterrupt() as interrupt, _LossGuard(self, steps, initial_epoch) as self._guard:
             for cb in cbs:
                 cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
@@ -357,14 +357,10 @@ class Sequential:
                 xb, yb = xd.take(idx, axis=0), yd.take(idx, axis=0)
             else:
                 xb, yb = xd[lo:hi], yd[lo:hi]
-            bad = self._train_step(xb, yb, params, sums)
-            if bad is not None:     # nothing was applied: the weights are those of the last finite step
-                self.stop_reason = (f"epoch {epoch + 1}, step {step + 1}/{steps}: the loss is {bad}; training "
-                                    "stopped and the model keeps the weights of the last step with a finite loss. "
-                                    "Try a lower learning rate, or check the data for extreme values")
-                print(f"gpunet: {self.stop_reason}", file=sys.stderr)
-                self.stop_training = True
-                return False
+            if self._train_step(xb, yb, params, sums, epoch * steps + step) or \
+                    ((batch_logs or progress is not None and progress.wants_refresh(step + 1))
+                     and self._guard.tripped()):     # deferred (GPU) check, when the loss is read anyway
+                return self._stop_at_non_finite_loss()
             interrupt.check()
             if batch_logs:
                 logs = sums.logs(self, last_loss=True)
@@ -374,6 +370,8 @@ class Sequential:
                 progress.refresh(step + 1, sums.logs(self))
             if self.stop_training:
                 break
+        if self._guard.tripped():
+            return self._stop_at_non_finite_loss()
         logs = sums.logs(self)
         if vx is not None:
             vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, _checked=True)
@@ -386,38 +384,46 @@ class Sequential:
         interrupt.check()
         return not self.stop_training
 
-    def _train_step(self, xb, yb, params, sums):
+    def _stop_at_non_finite_loss(self) -> bool:
+        """Stop fit after the loss guard tripped; the weights are those of the last finite step."""
+        epoch, step, value = self._guard.where()
+        self.stop_reason = (f"epoch {epoch + 1}, step {step + 1}/{self._guard.steps}: the loss is {value}; training "
+                            "stopped and the model keeps the weights of the last step with a finite loss. "
+                            "Try a lower learning rate, or check the data for extreme values")
+        print(f"gpunet: {self.stop_reason}", file=sys.stderr)
+        self.stop_training = True
+        return False
+
+    def _train_step(self, xb, yb, params, sums, step_id=0) -> bool:
         """One optimizer step on a device batch; the running sums stay on the device.
 
-        Returns None, or the loss (a float) when it is NaN/infinite: then nothing is applied.
-        (Reading the 0-d loss is free on CPU; on a GPU it is one small device-to-host copy.)
+        Returns True when the loss was NaN/infinite and the step was not applied (see
+        :class:`_LossGuard`: checked at once on CPU, later on a GPU).
         """
         if self._step is not None:
-            return self._fused_train_step(xb, yb, params, sums)
+            return self._fused_train_step(xb, yb, params, sums, step_id)
         x = Tensor._wrap(self._as_float(xb), self.device)
         y = Tensor._wrap(yb, self.device)
         fused = self._fused_flag
         with GradientTape() as tape:
             out = self._forward(x, training=True, logits=fused)
             loss = self.loss.from_logits_loss(y, out) if fused else self.loss(y, out)
-        value = float(loss.data)
-        if not math.isfinite(value):
-            return value
+        if self._guard.check(loss.data, step_id):
+            return True
         grads = tape.gradient(loss, params)
         self.optimizer._apply([(g, p) for g, p in zip(grads, params) if g is not None])  # shapes hold by construction
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
-        return None
+        return False
 
-    def _fused_train_step(self, xb, yb, params, sums):
+    def _fused_train_step(self, xb, yb, params, sums, step_id):
         """:meth:`_train_step` through :class:`~gpunet.train_step.FusedStep` (same arithmetic, no tape)."""
         loss, logits = self._step.forward(self._as_float(xb), yb)
-        value = float(loss)
-        if not math.isfinite(value):
-            return value
+        if self._guard.check(loss, step_id):
+            return True
         self.optimizer._apply(list(zip(self._step.backward(), params)))
         sums.add(loss, len(xb), self._metric_sums(Tensor._wrap(yb, self.device), Tensor._wrap(logits, self.device),
                                                   True))
-        return None
+        return False
 
     def _batches(self, xd, yd, batch_size):
         """``(x, y)`` Tensors of consecutive device batches (``y`` None when ``yd`` is None)."""
@@ -557,6 +563,55 @@ class _Sums:
         for m, s in zip(model.metrics, self.metrics):
             out[m.name] = float(s) / self.count
         return out
+
+
+class _LossGuard:
+    """Stops ``fit`` at the first NaN/infinite batch loss without applying that step.
+
+    On the CPU the loss is checked on the host at every step (free). On a GPU a one-thread
+    kernel (:func:`gpunet.kernels.guard_loss`) sets a device flag that turns every later
+    optimizer kernel into a no-op, and the host reads the flag only where it reads the loss
+    anyway — progress refreshes and epoch ends — so no step waits for the device. Either way
+    the weights stay those of the last finite step, and :meth:`where` names it.
+    """
+
+    def __init__(self, model, steps, initial_epoch, deferred=None):
+        xp = model.device.xp
+        self.xp, self.optimizer, self.steps, self.initial_epoch = xp, model.optimizer, steps, initial_epoch
+        self.deferred = model.device.is_gpu if deferred is None else deferred
+        if getattr(model, "_defer_loss_check", False):     # tests run the GPU logic on NumPy
+            self.deferred = True
+        self.halt = xp.zeros(1, dtype=np.int32)
+        self.bad_step = xp.full(1, -1, dtype=np.int64)
+        self.bad_loss = xp.zeros(1, dtype=np.float32)
+        self.issued = 0
+
+    def __enter__(self):
+        self.optimizer._halt = self.halt if self.deferred else None
+        return self
+
+    def __exit__(self, *exc):
+        self.optimizer._halt = None
+        return False
+
+    def check(self, loss, step_id) -> bool:
+        """Record a step's loss; True when the step must not be applied (CPU only; a GPU says later)."""
+        kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
+        self.issued += 1
+        return not self.deferred and bool(self.halt[0])
+
+    def tripped(self) -> bool:
+        """Has a non-finite loss been seen? (On a GPU: one small device-to-host read.)"""
+        return self.deferred and bool(int(self.halt[0]))
+
+    def where(self):
+        """``(epoch, step, loss)`` of the first non-finite loss; undoes the iteration count of the
+        steps the GPU kernels skipped (the bad one and any issued after it)."""
+        step_id, value = int(self.bad_step[0]), float(self.bad_loss[0])
+        if self.deferred:
+            first = step_id - self.initial_epoch * self.steps        # steps issued before the bad one
+            self.optimizer.iterations -= self.issued - first
+        return step_id // self.steps, step_id % self.steps, value
 
 
 class _DeferredInterrupt:

@@ -49,6 +49,7 @@ class Optimizer:
         self.learning_rate = _positive("learning_rate", learning_rate)
         self.iterations = 0
         self._slots = {}      # id(param) -> dict of slot arrays (+ scratch)
+        self._halt = None     # fit's device flag: GPU kernels skip updates once a loss was non-finite
         self._params = {}     # id(param) -> param, keeps ids valid
 
     def build_slots(self, param: Tensor) -> dict:
@@ -133,7 +134,7 @@ class SGD(Optimizer):
 
     def update_step(self, grad, param, slots):
         kernels.sgd_update(param.device.xp, param.data, grad, slots.get("momentum"), self.learning_rate,
-                           self.momentum, self.nesterov, slots.get("scratch"))
+                           self.momentum, self.nesterov, slots.get("scratch"), self._halt)
 
 
 class RMSprop(Optimizer):
@@ -163,7 +164,7 @@ class RMSprop(Optimizer):
     def update_step(self, grad, param, slots):
         kernels.rmsprop_update(param.device.xp, param.data, grad, slots["velocity"], slots.get("average_gradient"),
                                slots.get("momentum"), self.learning_rate, self.rho, self.epsilon, self.momentum,
-                               self.eps_inside_sqrt, slots.get("scratch"))
+                               self.eps_inside_sqrt, slots.get("scratch"), self._halt)
 
 
 class Adam(Optimizer):
@@ -190,7 +191,7 @@ class Adam(Optimizer):
         t = self.iterations
         alpha = self.learning_rate * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         kernels.adam_update(param.device.xp, param.data, grad, slots["m"], slots["v"], alpha, self.beta_1,
-                            self.beta_2, self.epsilon, slots.get("scratch"))
+                            self.beta_2, self.epsilon, slots.get("scratch"), self._halt)
 
 
 _TABLE = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}

@@ -135,3 +135,21 @@ def test_cuda_softmax_xent_and_dense_match_twins(dev, sparse):
     b = rng.standard_normal(10).astype(F)
     np.testing.assert_allclose(dev.to_host(kernels.bias_act_forward(xp, xp.asarray(z), xp.asarray(b), "relu")),
                                kernels.bias_act_forward(np, z.copy(), b, "relu"), rtol=1e-6)
+
+
+def test_guard_loss_flags_the_first_non_finite_loss_and_halts_updates(dev):
+    """The loss guard and the optimizer kernels' halt flag (kernel and NumPy twin alike)."""
+    xp = dev.xp
+    halt, bad, value = xp.zeros(1, np.int32), xp.full(1, -1, np.int64), xp.zeros(1, np.float32)
+    for step, loss in [(3, 1.5), (4, np.inf), (5, np.nan)]:
+        kernels.guard_loss(xp, xp.asarray(np.float32(loss)), halt, bad, value, step)
+    assert (int(halt[0]), int(bad[0]), float(value[0])) == (1, 4, np.inf)
+    w, g, z = xp.ones(10, F), xp.full(10, 0.5, F), xp.zeros(10, F)
+    kernels.sgd_update(xp, w, g, None, 0.1, 0.0, False, halt=halt)
+    kernels.rmsprop_update(xp, w, g, z, None, None, 1e-3, 0.9, 1e-7, 0.0, True, halt=halt)
+    kernels.adam_update(xp, w, g, z, z.copy(), 1e-3, 0.9, 0.999, 1e-7, halt=halt)
+    np.testing.assert_array_equal(dev.to_host(w), np.ones(10, F))
+    np.testing.assert_array_equal(dev.to_host(z), np.zeros(10, F))
+    halt[...] = 0
+    kernels.sgd_update(xp, w, g, None, 0.1, 0.0, False, halt=halt)
+    np.testing.assert_allclose(dev.to_host(w), np.full(10, 0.95, F))

@@ -150,8 +150,11 @@ def test_saved_files_get_normal_permissions(tmp_path):
 
 
 # ------------------------------------------------------------- non-finite loss
-@pytest.mark.filterwarnings("ignore:overflow")
-def test_non_finite_loss_stops_at_that_step_keeping_the_last_finite_weights(capsys):
+@pytest.mark.filterwarnings("ignore:overflow", "ignore:invalid value")
+@pytest.mark.parametrize("deferred", [False, True], ids=["checked-each-step", "device-flag"])
+def test_non_finite_loss_stops_at_that_step_keeping_the_last_finite_weights(capsys, deferred):
+    """CPU checks each loss at once; a GPU sets a device flag that makes later optimizer kernels no-ops
+    and is read at the epoch end (run here through the kernels' NumPy twins)."""
     rng = np.random.default_rng(3)
     x = rng.random((40, 4), dtype=np.float32)
     x[16:24] = 1e25                      # batch 3 (of 8 samples) overflows the squared error
@@ -166,13 +169,36 @@ def test_non_finite_loss_stops_at_that_step_keeping_the_last_finite_weights(caps
     clean = net()
     clean.fit(x[:16], y[:16], epochs=1, batch_size=8, shuffle=False, verbose=0)   # the 2 good steps
     broken = net()
+    broken._defer_loss_check = deferred
     h = broken.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+    assert broken._guard.issued == (5 if deferred else 3)    # the device path ran on to the epoch's end
     assert broken.stop_reason.startswith("epoch 1, step 3/5: the loss is inf")
     assert "epoch 1, step 3/5" in capsys.readouterr().err
     assert h.epoch == [] and broken.epochs_completed == 0 and broken.optimizer.iterations == 2
     for a, b in zip(broken.get_weights(), clean.get_weights()):
         assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:overflow", "ignore:invalid value")
+def test_non_finite_loss_in_the_fused_step_with_adam_and_the_device_flag():
+    x, y = data(n=64)
+    x[40:48] = 3e38                          # step 6 of 8 (batch 8) overflows the logits
+    results = []
+    for deferred in (None, False, True):     # None: a clean run of the 5 good steps
+        gpunet.random.seed(4)
+        net = small_net("adam", dropout=False)
+        net._defer_loss_check = bool(deferred)
+        if deferred is None:
+            net.fit(x[:40], y[:40], epochs=1, batch_size=8, shuffle=False, verbose=0)
+        else:
+            net.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+            assert net._step is not None and net.stop_reason.startswith("epoch 1, step 6/8: the loss is nan")
+        results.append((net.get_weights(), net.optimizer.iterations))
+    for weights, iterations in results[1:]:
+        assert iterations == 5
+        for a, b in zip(weights, results[0][0]):
+            np.testing.assert_array_equal(a, b)
 
 
 # ----------------------------------------------------------------------- Ctrl-C
