@@ -98,6 +98,8 @@ def main(argv=None):
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     p.add_argument("--save", metavar="FILE.npz", help="write a full checkpoint after every epoch (atomically)")
     p.add_argument("--resume", metavar="FILE.npz", help="continue from a checkpoint written by --save")
+    p.add_argument("--memory", action="store_true",
+                   help="report peak host memory and the GPU memory pool after training, then release the pool")
     args = p.parse_args(argv)
     try:
         device = gpunet.device(args.device)
@@ -139,7 +141,23 @@ def main(argv=None):
               f"({', '.join(f'{t:.2f}' for t in times)}); training {train_s:.1f} s on {device}")
     if args.plot:
         plot(args.plot, history, x_test, y_test, network.predict(x_test[:16]))
+    if args.memory:
+        report_memory(device)
     return 0
+
+
+def report_memory(device):
+    """Peak host memory (RSS) of this process; on a GPU, CuPy's pool before and after release."""
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024      # KiB on Linux
+    line = f"peak host memory: {peak:.0f} MiB"
+    if device.is_gpu:
+        used = gpunet.memory_info()
+        gpunet.free_memory()
+        after = gpunet.memory_info()
+        line += (f"; GPU pool: {used['used_bytes'] / 2**20:.1f} MiB in use, {used['total_bytes'] / 2**20:.1f} MiB "
+                 f"held, {after['total_bytes'] / 2**20:.1f} MiB held after gpunet.free_memory()")
+    print(line)
 
 
 if __name__ == "__main__":

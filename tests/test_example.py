@@ -22,13 +22,15 @@ def run(*args, tmp_path):
 
 def test_one_epoch_on_the_embedded_sample_with_plot(tmp_path):
     png = tmp_path / "out.png"
-    out = run("--dataset", "mnist-sample", "--epochs", "1", "--plot", str(png), "--verbose", "2", tmp_path=tmp_path)
+    out = run("--dataset", "mnist-sample", "--epochs", "1", "--plot", str(png), "--verbose", "2", "--memory",
+              tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "Training on the embedded sample of 10,000 real MNIST digits" in text
     assert "Total params: 407,050" in text and "Epoch 1/1" in text and "time per epoch: median" in text
     acc = float(re.search(r"test_acc: ([0-9.]+)", text).group(1))
     assert acc >= 0.85, text
+    assert re.search(r"^peak host memory: \d+ MiB$", text, re.M), text     # (the 150 MiB target: bench/)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
