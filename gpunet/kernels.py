@@ -208,15 +208,16 @@ def bias_act_forward(xp, z, b, activation):
     return z
 
 
-def act_backward(xp, g, y, activation):
-    """Gradient through the activation given its output ``y``: ``g * (y > 0)`` for ReLU."""
+def act_backward(xp, g, y, activation, out=None):
+    """Gradient through the activation given its output ``y``: ``g * (y > 0)`` for ReLU
+    (into ``out`` when given, an array shaped like ``g``)."""
     if _ACT[activation] == 0:
         return g
     if _gpu(xp) and g.dtype == np.float32:
-        gz = xp.empty_like(g)
+        gz = xp.empty_like(g) if out is None else out
         _launch("relu_bwd", g.size, (xp.ascontiguousarray(g), y, gz, _ll(g.size)))
         return gz
-    return g * (y > 0)
+    return xp.multiply(g, y > 0, out=out)
 
 
 # ------------------------------------------------------ softmax + cross-entropy

@@ -213,13 +213,17 @@ class Rescaling(Layer):
         y = y * self.scale
         return y + self.offset if self.offset else y
 
-    def scale_integers(self, device, data):
-        """``data * scale`` as float32 for an integer array (the offset is not added)."""
+    def scale_integers(self, device, data, out=None):
+        """``data * scale`` as float32 for an integer array (the offset is not added), into ``out``
+        (float32, shaped like ``data``) when given."""
         xp = device.xp
         if device.is_gpu:                        # one fused kernel
-            return xp.multiply(data, xp.float32(self.scale), dtype=xp.float32)
-        out = data.astype(xp.float32)            # NumPy: cast, then scale in place (faster than
-        out *= xp.float32(self.scale)            # one mixed-type multiply)
+            return xp.multiply(data, xp.float32(self.scale), out=out, dtype=xp.float32)
+        if out is None:                          # NumPy: cast, then scale in place (faster than
+            out = data.astype(xp.float32)        # one mixed-type multiply)
+        else:
+            out[...] = data
+        out *= xp.float32(self.scale)
         return out
 
     def get_config(self):

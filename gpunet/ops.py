@@ -530,14 +530,18 @@ def dense(x, kernel, bias=None, activation: str | None = None) -> Tensor:
     return _result(out.reshape(x.shape[:-1] + (kernel.shape[1],)), dev, inputs, backward)
 
 
-def dense_forward(xp, x2, kernel, bias, activation):
-    """Array-level forward of :func:`dense`: ``x2 (n, in)`` -> ``act(x2 @ kernel + bias) (n, units)``."""
-    return kernels.bias_act_forward(xp, x2 @ kernel, bias, activation)
+def dense_forward(xp, x2, kernel, bias, activation, out=None):
+    """Array-level forward of :func:`dense`: ``x2 (n, in)`` -> ``act(x2 @ kernel + bias) (n, units)``,
+    written into ``out`` when given (the fused training step reuses its buffers)."""
+    return kernels.bias_act_forward(xp, xp.matmul(x2, kernel, out=out), bias, activation)
 
 
-def dense_backward(xp, g2, out, x2, kernel, activation, need_x, need_kernel, need_bias):
+def dense_backward(xp, g2, out, x2, kernel, activation, need_x, need_kernel, need_bias, buffers=None):
     """Array-level backward of :func:`dense` from the gradient ``g2 (n, units)`` of its output ``out``:
-    ``(grad x2, grad kernel, grad bias)``, each None when not needed."""
-    gz = kernels.act_backward(xp, g2, out, activation)
-    return (gz @ kernel.T if need_x else None, x2.T @ gz if need_kernel else None,
+    ``(grad x2, grad kernel, grad bias)``, each None when not needed. ``buffers``: optional arrays
+    ``{'gz', 'gx', 'gk'}`` to write into instead of allocating."""
+    b = buffers or {}
+    gz = kernels.act_backward(xp, g2, out, activation, out=b.get("gz"))
+    return (xp.matmul(gz, kernel.T, out=b.get("gx")) if need_x else None,
+            xp.matmul(x2.T, gz, out=b.get("gk")) if need_kernel else None,
             gz.sum(axis=0) if need_bias else None)

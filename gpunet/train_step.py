@@ -32,7 +32,9 @@ class FusedStep:
 
     Use :meth:`build` (None when the model is not supported), then per step
     :meth:`forward` (returns the 0-d loss and the logits) and :meth:`backward`
-    (returns the gradient arrays in the order of ``model.trainable_weights``).
+    (returns the gradient arrays in the order of ``model.trainable_weights``). The large arrays of
+    a step (scaled batch, layer outputs, their gradients, the kernel gradients) live in buffers reused
+    at every step, so they are valid until the next :meth:`forward`.
     """
 
     def __init__(self, model, plan, sparse):
@@ -42,6 +44,14 @@ class FusedStep:
         self.sparse = sparse
         self._seed = self.xp.ones((), dtype="float32")    # d(loss)/d(loss), as the tape seeds it
         self._cache = None
+        self._buffers = {}     # float32 work arrays reused from step to step: no per-step allocation
+
+    def _buffer(self, key, shape):
+        """The work array ``key`` of ``shape`` (allocated once per shape; the last batch may be smaller)."""
+        buf = self._buffers.get((key, shape))
+        if buf is None:
+            buf = self._buffers[(key, shape)] = self.xp.empty(shape, dtype="float32")
+        return buf
 
     @classmethod
     def build(cls, model) -> "FusedStep | None":
@@ -80,7 +90,7 @@ class FusedStep:
                 if x.dtype.kind == "f":
                     x = x * layer.scale
                 else:
-                    x = layer.scale_integers(self.device, x)
+                    x = layer.scale_integers(self.device, x, out=self._buffer("x", x.shape))
                 if layer.offset:
                     x = x + layer.offset
             elif step[0] == "flatten":
@@ -90,7 +100,8 @@ class FusedStep:
                 if x.dtype.kind != "f":
                     x = x.astype("float32")
                 x2 = x.reshape(-1, x.shape[-1])
-                out = ops.dense_forward(xp, x2, kernel.data, None if bias is None else bias.data, act)
+                out = ops.dense_forward(xp, x2, kernel.data, None if bias is None else bias.data, act,
+                                        out=self._buffer(("z", len(saved)), (x2.shape[0], kernel.shape[1])))
                 saved.append((x2, out))
                 x = out
         loss, probs = kernels.softmax_xent_forward(xp, x, yb, self.sparse)
@@ -108,7 +119,11 @@ class FusedStep:
         for i in range(len(dense) - 1, -1, -1):
             _, kernel, bias, act = dense[i]
             x2, out = saved[i]
-            gx, gk, gb = ops.dense_backward(xp, g, out, x2, kernel.data, act, i > 0, True, bias is not None)
+            buffers = {"gk": self._buffer(("gk", i), kernel.shape),
+                       "gz": self._buffer(("gz", i), out.shape) if act == "relu" else None,
+                       "gx": self._buffer(("gx", i), x2.shape) if i > 0 else None}
+            gx, gk, gb = ops.dense_backward(xp, g, out, x2, kernel.data, act, i > 0, True, bias is not None,
+                                            buffers)
             grads[:0] = [gk] + ([gb] if bias is not None else [])
             g = gx
         return grads
