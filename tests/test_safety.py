@@ -292,3 +292,53 @@ def test_two_runs_of_the_example_with_one_seed_are_bit_identical(tmp_path):
     assert outs[1].keys() == outs[3].keys() and len(outs[1]) >= 4
     for k in outs[1]:
         np.testing.assert_array_equal(outs[1][k], outs[3][k])
+
+
+# ------------------------------------------------------- checkpoint round trips, property based
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def architectures(draw):
+    features = draw(st.integers(1, 6))
+    spec = []
+    if draw(st.booleans()):
+        spec.append(("Rescaling", dict(scale=draw(st.sampled_from([1 / 255, 0.5, 2.0])),
+                                       offset=draw(st.sampled_from([0.0, -1.0])))))
+    for _ in range(draw(st.integers(0, 2))):
+        spec.append(("Dense", dict(units=draw(st.integers(1, 7)),
+                                   activation=draw(st.sampled_from(["relu", "tanh", "sigmoid", "linear", None])),
+                                   use_bias=draw(st.booleans()))))
+        if draw(st.booleans()):
+            spec.append(("Dropout", dict(rate=draw(st.sampled_from([0.0, 0.3])))))
+    classes = draw(st.integers(2, 5))
+    spec.append(("Dense", dict(units=classes, activation="softmax")))
+    opt = draw(st.sampled_from(["sgd", "rmsprop", "adam"]))
+    loss = draw(st.sampled_from(["categorical_crossentropy", "sparse_categorical_crossentropy"]))
+    return features, classes, spec, opt, loss
+
+
+@settings(max_examples=25, deadline=None)
+@given(arch=architectures(), epochs=st.integers(0, 2))
+def test_any_saved_model_loads_back_identical(tmp_path_factory, arch, epochs):
+    features, classes, spec, opt, loss = arch
+    rng = np.random.default_rng(0)
+    x = rng.random((24, features), dtype=np.float32)
+    labels = rng.integers(0, classes, 24)
+    y = labels if loss.startswith("sparse") else to_categorical(labels, classes)
+    net = models.Sequential([layers.InputLayer(shape=(features,))] +
+                            [getattr(layers, cls)(**kw) for cls, kw in spec])
+    net.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    net.fit(x, y, epochs=epochs, batch_size=8, verbose=0)
+    path = tmp_path_factory.mktemp("ck") / "m.npz"
+    net.save(path)
+    back = models.load_model(path, restore_rng=False)
+    assert [type(a) for a in back.layers] == [type(b) for b in net.layers]
+    assert back.count_params() == net.count_params() and back.optimizer.iterations == net.optimizer.iterations
+    np.testing.assert_array_equal(back.predict(x), net.predict(x))
+    # both continue identically from here
+    for m in (net, back):
+        gpunet.random.seed(1)
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for a, b in zip(back.get_weights(), net.get_weights()):
+        np.testing.assert_array_equal(a, b)
