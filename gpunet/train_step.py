@@ -87,8 +87,8 @@ class FusedStep:
         for step in self.plan:
             if step[0] == "rescale":
                 layer = step[1]
-                if x.dtype.kind == "f":
-                    x = x * layer.scale
+                if x.dtype.kind == "f":      # as Rescaling.call: float32 first, then scale
+                    x = (x if x.dtype == "float32" else x.astype("float32")) * layer.scale
                 else:
                     x = layer.scale_integers(self.device, x, out=self._buffer("x", x.shape))
                 if layer.offset:
