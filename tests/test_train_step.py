@@ -26,7 +26,14 @@ def float_input(device=None):
         losses.CategoricalCrossentropy(), optimizers.SGD(0.1, momentum=0.9, nesterov=True)
 
 
+def half_precision_input(device=None):
+    return [layers.Rescaling(0.5, input_shape=(12,)), layers.Dense(8, activation="relu"),
+            layers.Dense(3, activation="softmax")], "categorical_crossentropy", "rmsprop"
+
+
 def data(name, n=96):
+    if name == "half_precision_input":
+        return rng.standard_normal((n, 12)).astype(np.float16), to_categorical(rng.integers(0, 3, n), 3)
     if name == "chapter":
         return rng.integers(0, 256, (n, 784), dtype=np.uint8), to_categorical(rng.integers(0, 10, n), 10)
     if name == "deep_images":
@@ -34,7 +41,7 @@ def data(name, n=96):
     return rng.standard_normal((n, 12)).astype(np.float32), to_categorical(rng.integers(0, 3, n), 3)
 
 
-@pytest.mark.parametrize("make", [chapter, deep_images, float_input], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make", [chapter, deep_images, float_input, half_precision_input], ids=lambda f: f.__name__)
 def test_fused_step_equals_the_taped_step(dev, make):
     x, y = data(make.__name__)
     results = []
