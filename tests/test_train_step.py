@@ -27,7 +27,7 @@ def float_input(device=None):
 
 
 def half_precision_input(device=None):
-    return [layers.Rescaling(0.5, input_shape=(12,)), layers.Dense(8, activation="relu"),
+    return [layers.Rescaling(1 / 3, input_shape=(12,)), layers.Dense(8, activation="relu"),
             layers.Dense(3, activation="softmax")], "categorical_crossentropy", "rmsprop"
 
 
