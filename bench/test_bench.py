@@ -81,8 +81,8 @@ def test_training_step(timed, dev, step):
     y = dev.asarray(to_categorical(rng.integers(0, C, B), C))
     net._fused_flag = net._fused()
     net._step = FusedStep.build(net) if step == "fused" else None
-    from gpunet.models import _LossGuard
-    net._guard = _LossGuard(net, steps=1, initial_epoch=0)
+    from gpunet.guards import LossGuard
+    net._guard = LossGuard(net, steps=1, initial_epoch=0)
     from gpunet.models import _Sums
     sums = _Sums(dev.xp, 1)
     params = net.trainable_weights
