@@ -274,6 +274,21 @@ def test_killing_a_process_mid_save_never_leaves_a_broken_file(tmp_path):
         probe.load_weights(weights)
         seen.add(_version(probe.get_weights()))
     assert len(seen) > 3, f"the kills all landed at the same point ({seen}); the test proves little"
+    probe.save(full)                   # the next successful saves remove what the killed writers left
+    probe.save_weights(weights)
+    assert sorted(os.listdir(tmp_path)) == ["full.npz", "weights.npz"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process ids checked with POSIX signals")
+def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_tmp = tmp_path / f".w.npz.pid{int(dead.stdout)}.abc.tmp"
+    live_tmp = tmp_path / f".w.npz.pid{os.getppid()}.def.tmp"         # our parent process: alive
+    other = tmp_path / f".other.npz.pid{int(dead.stdout)}.ghi.tmp"     # another file's: not ours to judge
+    for f in (dead_tmp, live_tmp, other):
+        f.write_bytes(b"partial")
+    small_net().save_weights(tmp_path / "w.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["w.npz", live_tmp.name, other.name])
 
 
 # ------------------------------------------------------------------ repeatability
