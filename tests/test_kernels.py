@@ -153,3 +153,69 @@ def test_guard_loss_flags_the_first_non_finite_loss_and_halts_updates(dev):
     halt[...] = 0
     kernels.sgd_update(xp, w, g, None, 0.1, 0.0, False, halt=halt)
     np.testing.assert_allclose(dev.to_host(w), np.full(10, 0.95, F))
+
+
+# ---------------------------------------------------------------- launch arguments vs CUDA signatures
+def _signatures():
+    """``{kernel: [param type, ...]}`` parsed from CUDA_SOURCE."""
+    import re
+    out = {}
+    for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", kernels.CUDA_SOURCE):
+        out[name] = [" ".join(p.split()[:-1]).replace("const ", "").replace(" *", "*") for p in params.split(",")]
+    return out
+
+
+_POINTEE = {"float*": np.float32, "int*": np.int32, "long long*": np.int64}
+_SCALAR = {"float": np.float32, "int": np.int32, "long long": np.int64}
+
+
+def _check_args(name, args, sig):
+    assert len(args) == len(sig[name]), f"{name}: {len(args)} arguments for {len(sig[name])} parameters"
+    for i, (arg, typ) in enumerate(zip(args, sig[name])):
+        where = f"{name} argument {i} ({typ})"
+        if typ in _POINTEE:
+            if isinstance(arg, np.ndarray):
+                assert arg.dtype == _POINTEE[typ], f"{where}: array of {arg.dtype}"
+                assert arg.flags.c_contiguous, f"{where}: not contiguous"
+            else:
+                assert arg is kernels.NULL, f"{where}: {arg!r} is neither an array nor NULL"
+        else:
+            assert type(arg) is _SCALAR[typ], f"{where}: {type(arg).__name__} instead of {_SCALAR[typ].__name__}"
+
+
+def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
+    """The GPU branches of the wrappers, run with NumPy arrays standing in for device arrays: each launch
+    must pass exactly the kernel's parameters, with the right dtypes (the GPU itself is not needed)."""
+    sig = _signatures()
+    assert set(sig) == set(kernels.KERNEL_NAMES)
+    launched = []
+
+    def fake_launch(name, n, args):
+        _check_args(name, args, sig)
+        launched.append(name)
+
+    def fake_kernel(name):
+        return lambda grid, block, args: fake_launch(name, 0, args)
+
+    monkeypatch.setattr(kernels, "_gpu", lambda xp: True)
+    monkeypatch.setattr(kernels, "_launch", fake_launch)
+    monkeypatch.setattr(kernels, "_kernel", fake_kernel)
+    z, b = np.zeros((4, 3), F), np.zeros(3, F)
+    y1h, labels = np.zeros((4, 3), F), np.arange(4) % 3
+    w, g, s1, s2, s3 = (np.zeros(6, F) for _ in range(5))
+    halt, bad, val = np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1, F)
+    kernels.bias_act_forward(np, z, b, "relu")
+    kernels.bias_act_forward(np, z, None, None)
+    kernels.act_backward(np, z, z, "relu")
+    kernels.act_backward(np, z, z, "relu", out=np.empty_like(z))
+    for sparse, y in ((False, y1h), (True, labels)):
+        loss, probs = kernels.softmax_xent_forward(np, z, y, sparse)
+        kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse)
+    kernels.guard_loss(np, np.zeros((), F), halt, bad, val, 7)
+    for h in (None, halt):
+        kernels.sgd_update(np, w, g, s1, 0.1, 0.9, True, halt=h)
+        kernels.sgd_update(np, w, g, None, 0.1, 0.0, False, halt=h)
+        kernels.rmsprop_update(np, w, g, s1, None, None, 1e-3, 0.9, 1e-7, 0.0, True, halt=h)
+        kernels.rmsprop_update(np, w, g, s1, s2, s3, 1e-3, 0.9, 1e-7, 0.5, False, halt=h)
+        kernels.adam_update(np, w, g, s1, s2, 1e-3, 0.9, 0.999, 1e-7, halt=h)
+    assert set(launched) == set(kernels.KERNEL_NAMES)
