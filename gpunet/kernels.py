@@ -87,16 +87,25 @@ __global__ void sgd_update(float* w, const float* g, float* m, float lr, float m
 
 // Keras RMSprop: v = rho*v + (1-rho)*g^2; [a = rho*a + (1-rho)*g; d = v - a^2]; step = lr*g/sqrt(d + eps)
 // (eps_inside == 0: lr*g/(sqrt(d) + eps), PyTorch's form); momentum: mom = mu*mom + step; w -= mom.
-__global__ void rmsprop_update(float* w, const float* g, float* v, float* a, float* mom, float lr, float rho,
-                               float eps, float mu, int eps_inside, long long n, const int* halt) {
+// The velocity is stored scaled, u = v/(1-rho): u = rho*u + g^2. fast != 0 (plain Keras form): step =
+// g/sqrt(u*c + e2) with c = (1-rho)/lr^2, e2 = eps/lr^2 computed on the host, as the NumPy twin does.
+__global__ void rmsprop_update(float* w, const float* g, float* u, float* a, float* mom, float lr, float rho,
+                               float eps, float mu, int eps_inside, float c, float e2, int fast, long long n,
+                               const int* halt) {
     if (halt && *halt) return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float gi = g[i];
-        float vi = rho * v[i] + (1.0f - rho) * gi * gi;
-        v[i] = vi;
-        if (a) { float ai = rho * a[i] + (1.0f - rho) * gi; a[i] = ai; vi -= ai * ai; }
-        float step = eps_inside ? lr * gi / sqrtf(vi + eps) : lr * gi / (sqrtf(vi) + eps);
-        if (mom) { step += mu * mom[i]; mom[i] = step; }
+        float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));   // no FMA: round as the twin does
+        u[i] = ui;
+        float step;
+        if (fast) {
+            step = gi / sqrtf(__fadd_rn(__fmul_rn(ui, c), e2));
+        } else {
+            float vi = (1.0f - rho) * ui;
+            if (a) { float ai = rho * a[i] + (1.0f - rho) * gi; a[i] = ai; vi -= ai * ai; }
+            step = eps_inside ? lr * gi / sqrtf(vi + eps) : lr * gi / (sqrtf(vi) + eps);
+            if (mom) { step += mu * mom[i]; mom[i] = step; }
+        }
         w[i] -= step;
     }
 }
@@ -319,41 +328,49 @@ def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None, halt=None):
     _blocked(block, (w, g, m, scratch), w.size)
 
 
-def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None, halt=None):
+def rmsprop_update(xp, w, g, u, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None, halt=None):
     """Keras RMSprop, in place (see :class:`gpunet.optimizers.RMSprop` for the formula).
 
-    ``a`` (centered average) and ``mom`` (momentum) may be None. ``scratch``: an optional
-    float buffer shaped like ``w`` reused across steps to avoid allocations.
+    The velocity is kept scaled, ``u = v / (1 - rho)``, so that ``u = rho*u + g**2`` and Keras'
+    step ``lr*g/sqrt(v + eps)`` becomes ``g / sqrt(u*c + e2)`` with ``c = (1 - rho)/lr**2`` and
+    ``e2 = eps/lr**2``: 8 passes over the arrays instead of 9 (same formula, rounded differently).
+    ``a`` (centered average) and ``mom`` (momentum) may be None; they take the general path.
+    ``scratch``: an optional float buffer shaped like ``w`` reused across steps.
     """
+    c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
+    fast = a is None and mom is None and eps_inside and max(c, e2) < 1e38    # a tiny lr would overflow float32
+    c, e2 = (np.float32(c), np.float32(e2)) if fast else (np.float32(0), np.float32(0))
     if _gpu(xp) and w.dtype == np.float32:
-        _launch("rmsprop_update", w.size, (w, g, v, a if a is not None else NULL, mom if mom is not None else NULL,
+        _launch("rmsprop_update", w.size, (w, g, u, a if a is not None else NULL, mom if mom is not None else NULL,
                                            _f(lr), _f(rho), _f(eps), _f(momentum), np.int32(bool(eps_inside)),
-                                           _ll(w.size), _flag(halt)))
+                                           c, e2, np.int32(fast), _ll(w.size), _flag(halt)))
         return
     if halt is not None and halt[0]:
         return
     t = w.dtype.type
-    rho, one_minus, eps, lr, mu = t(rho), t(1 - rho), t(eps), t(lr), t(momentum)
+    rho, one_minus, eps, lr, mu, c, e2 = t(rho), t(1 - rho), t(eps), t(lr), t(momentum), t(c), t(e2)
 
-    def block(w, g, v, a, mom, s):
-        v *= rho                      # v = rho*v + (1 - rho)*g^2  (v first: measured ~3% faster)
+    def block(w, g, u, a, mom, s):
+        u *= rho                      # u = rho*u + g^2  (u first: measured ~3% faster)
         s = xp.multiply(g, g, out=s) if s is not None else g * g
-        s *= one_minus
-        v += s
+        u += s
+        if fast:                      # s = sqrt(v + eps) / lr
+            xp.multiply(u, c, out=s)
+            s += e2
+            xp.sqrt(s, out=s)
+            xp.divide(g, s, out=s)
+            w -= s
+            return
+        xp.multiply(u, one_minus, out=s)          # v
         if a is not None:             # centered: v_hat = v - a^2
             a *= rho
-            xp.multiply(g, one_minus, out=s)
-            a += s
-            xp.multiply(a, a, out=s)
-            xp.subtract(v, s, out=s)
-            base = s
-        else:
-            base = v
+            a += g * one_minus
+            s -= a * a
         if eps_inside:
-            xp.add(base, eps, out=s)
+            s += eps
             xp.sqrt(s, out=s)
         else:
-            xp.sqrt(base, out=s)
+            xp.sqrt(s, out=s)
             s += eps
         xp.divide(g, s, out=s)
         s *= lr
@@ -362,7 +379,7 @@ def rmsprop_update(xp, w, g, v, a, mom, lr, rho, eps, momentum, eps_inside, scra
             mom += s
             s = mom
         w -= s
-    _blocked(block, (w, g, v, a, mom, scratch), w.size)
+    _blocked(block, (w, g, u, a, mom, scratch), w.size)
 
 
 def adam_update(xp, w, g, m, v, alpha_t, b1, b2, eps, scratch=None, halt=None):

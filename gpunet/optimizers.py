@@ -146,6 +146,9 @@ class RMSprop(Optimizer):
         step = learning_rate * g / (sqrt(v_hat) + epsilon)    # eps_inside_sqrt=False (PyTorch)
         mom = momentum * mom + step; w -= mom  # momentum > 0
         w -= step                              # momentum == 0
+
+    The velocity is stored scaled, as the slot ``scaled_velocity`` = ``v / (1 - rho)``, which
+    saves one pass over the weights per update (see :func:`gpunet.kernels.rmsprop_update`).
     """
 
     name = "rmsprop"
@@ -158,11 +161,11 @@ class RMSprop(Optimizer):
         self.epsilon = _positive("epsilon", epsilon)
         self.centered = bool(centered)
         self.eps_inside_sqrt = bool(eps_inside_sqrt)
-        self.slot_names = ("velocity",) + (("average_gradient",) if centered else ()) + \
+        self.slot_names = ("scaled_velocity",) + (("average_gradient",) if centered else ()) + \
             (("momentum",) if self.momentum else ())
 
     def update_step(self, grad, param, slots):
-        kernels.rmsprop_update(param.device.xp, param.data, grad, slots["velocity"], slots.get("average_gradient"),
+        kernels.rmsprop_update(param.device.xp, param.data, grad, slots["scaled_velocity"], slots.get("average_gradient"),
                                slots.get("momentum"), self.learning_rate, self.rho, self.epsilon, self.momentum,
                                self.eps_inside_sqrt, slots.get("scratch"), self._halt)
 
