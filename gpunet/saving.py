@@ -8,7 +8,7 @@ holding everything needed to continue training exactly where it stopped:
   optimizer's iteration count, the number of completed epochs and the state of
   :mod:`gpunet.random` (which draws shuffles and dropout masks);
 * ``weight/NNNN`` — every weight, in model order;
-* ``slot/NNNN/NAME`` — the optimizer's slots (RMSprop velocity, Adam m and v ...).
+* ``slot/NNNN/NAME`` — the optimizer's slots (RMSprop scaled velocity, Adam m and v ...).
 
 The file is written atomically (:func:`gpunet.fileio.atomic_write`): a crash or
 a kill during ``save`` leaves the previous file complete. Everything that cannot

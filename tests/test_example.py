@@ -54,3 +54,18 @@ def test_gpu_without_gpu_is_one_clear_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
     assert "gpunet[cuda12]" in out.stderr or "CUDA" in out.stderr
+
+
+def test_save_then_resume_continues_where_it_stopped(tmp_path):
+    ck = tmp_path / "ck.npz"
+    first = run("--dataset", "mnist-sample", "--epochs", "1", "--verbose", "0", "--save", str(ck), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run("--dataset", "mnist-sample", "--epochs", "2", "--verbose", "2", "--resume", str(ck),
+                 tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert f"Resuming from {ck} after epoch 1." in second.stdout
+    assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
+    ck.write_bytes(ck.read_bytes()[:1000])                  # a damaged checkpoint: one clear line, status 4
+    bad = run("--dataset", "mnist-sample", "--resume", str(ck), tmp_path=tmp_path)
+    assert bad.returncode == 4 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    assert "truncated or corrupt" in bad.stderr
