@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Everything a session with a lent CUDA GPU should run, from the repository root, offline:
+#
+#     bash bench/gpu_session.sh [OUTDIR]        # default OUTDIR: bench/results/gpu-<date>
+#
+# It records the device and versions, runs the whole test suite (CuPy cases included), the
+# gpunet / CuPy-loop / PyTorch comparison and the pytest-benchmark suites on the GPU, and checks
+# whether this CuPy lets cuBLAS run under CUDA stream capture (needed to put the training step in
+# a CUDA graph). Commit OUTDIR afterwards. Each part writes its own file, so a timeout in one keeps
+# the others.
+set -u
+out=${1:-bench/results/gpu-$(date +%Y-%m-%d)}
+mkdir -p "$out"
+export PYTHONPATH=.
+
+python - > "$out/environment.txt" 2>&1 <<'EOF'
+import platform, numpy, gpunet
+print("python", platform.python_version(), "numpy", numpy.__version__, "gpunet", gpunet.__version__)
+try:
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    print("cupy", cupy.__version__, "cuda runtime", cupy.cuda.runtime.runtimeGetVersion(),
+          "driver", cupy.cuda.runtime.driverGetVersion())
+    print("device", props["name"].decode(), "sm", props["major"], props["minor"],
+          "memory GiB", round(props["totalGlobalMem"] / 2**30, 1))
+except Exception as exc:  # noqa: BLE001 - report whatever is missing
+    print("cupy unavailable:", exc)
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda)
+except ImportError:
+    print("torch not installed")
+EOF
+cat "$out/environment.txt"
+
+python -m pytest -q -rs > "$out/pytest.txt" 2>&1
+tail -3 "$out/pytest.txt"
+
+python bench/compare.py --device gpu --epochs 5 --json "$out/compare-fashion-mnist.json" > "$out/compare.txt" 2>&1
+tail -6 "$out/compare.txt"
+
+python -m pytest -q bench --benchmark-json "$out/microbench.json" > "$out/microbench.txt" 2>&1
+tail -3 "$out/microbench.txt"
+
+python - > "$out/cuda-graph-capture.txt" 2>&1 <<'EOF'
+# Can CuPy capture a cuBLAS matmul into a CUDA graph? (cupy/cupy#6290 says it refuses.)
+import cupy as cp
+a = cp.ones((128, 784), cp.float32); b = cp.ones((784, 512), cp.float32); c = cp.empty((128, 512), cp.float32)
+s = cp.cuda.Stream(non_blocking=True)
+try:
+    with s:
+        s.begin_capture()
+        cp.matmul(a, b, out=c)
+        g = s.end_capture()
+    g.launch(s); s.synchronize()
+    print("cuBLAS under capture: works; c[0, 0] =", float(c[0, 0]))
+except Exception as exc:  # noqa: BLE001
+    print("cuBLAS under capture: refused:", type(exc).__name__, exc)
+EOF
+cat "$out/cuda-graph-capture.txt"
+echo "results in $out"
