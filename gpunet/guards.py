@@ -5,6 +5,7 @@ applied; :class:`DeferredInterrupt` lets the step in flight finish when Ctrl-C a
 """
 from __future__ import annotations
 
+import math
 import signal
 import threading
 
@@ -46,9 +47,14 @@ class LossGuard:
 
     def check(self, loss, step_id) -> bool:
         """Record a step's loss; True when the step must not be applied (CPU only; a GPU says later)."""
-        kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
         self.issued += 1
-        return not self.deferred and bool(self.halt[0])
+        if self.deferred:
+            kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
+            return False
+        if math.isfinite(float(loss)):      # CPU: reading the 0-d loss is free
+            return False
+        kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
+        return True
 
     def tripped(self) -> bool:
         """Has a non-finite loss been seen? (On a GPU: one small device-to-host read.)"""

@@ -41,6 +41,7 @@ class FusedStep:
         self.device = model.device
         self.xp = model.device.xp
         self.plan = plan              # ("rescale", layer) | ("flatten",) | ("dense", W, b, activation)
+        self._dense = [step for step in plan if step[0] == "dense"]
         self.sparse = sparse
         self._seed = self.xp.ones((), dtype="float32")    # d(loss)/d(loss), as the tape seeds it
         self._cache = None
@@ -114,7 +115,7 @@ class FusedStep:
         self._cache = None
         xp = self.xp
         g = kernels.softmax_xent_backward(xp, probs, yb, self._seed, self.sparse)
-        dense = [s for s in self.plan if s[0] == "dense"]
+        dense = self._dense
         grads = []
         for i in range(len(dense) - 1, -1, -1):
             _, kernel, bias, act = dense[i]
