@@ -10,6 +10,8 @@ All kernels take float32 arrays; element counts are ``long long``.
 """
 from __future__ import annotations
 
+import functools
+
 from . import backend
 
 np = backend.numpy
@@ -248,16 +250,15 @@ def softmax_xent_forward(xp, z, y, sparse):
             args = (z, xp.ascontiguousarray(y, dtype=np.float32), NULL, probs, row_loss, _ll(rows), _ll(cols), np.int32(0))
         _launch("softmax_xent_fwd", rows, args)
         return row_loss.mean(), probs
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = xp.exp(shifted)
+    logp = z - z.max(axis=1, keepdims=True)
+    e = xp.exp(logp)
     s = e.sum(axis=1, keepdims=True)
-    log_s = xp.log(s).ravel()
-    # -sum(y * log_softmax) = sum_r log_s[r] * sum_c y[r, c] - sum(y * shifted), without an (n, c) temporary
-    if sparse:
-        loss = (log_s.sum() - shifted[xp.arange(rows), y.astype(np.int64)].sum()) / rows
-    else:
-        loss = (xp.dot(y.sum(axis=1), log_s) - xp.vdot(y, shifted)) / rows
+    logp -= xp.log(s)                 # log_softmax, in place (few NumPy calls: these arrays are small)
     e /= s
+    if sparse:
+        loss = -logp[xp.arange(rows), y.astype(np.int64)].sum() / rows
+    else:
+        loss = -xp.vdot(y, logp) / rows
     return xp.asarray(loss, dtype=z.dtype), e
 
 
@@ -328,6 +329,22 @@ def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None, halt=None):
     _blocked(block, (w, g, m, scratch), w.size)
 
 
+@functools.lru_cache(maxsize=256)
+def _scalars(dtype, *values):
+    """``values`` as NumPy scalars of ``dtype`` (cached: building NumPy scalars costs ~0.5 us each)."""
+    return tuple(dtype.type(v) for v in values)
+
+
+@functools.lru_cache(maxsize=256)
+def _rmsprop_fast_constants(lr, rho, eps):
+    """``(usable, c, e2)``: ``c = (1 - rho)/lr**2``, ``e2 = eps/lr**2`` as float32, unusable when a tiny
+    learning rate would overflow them."""
+    c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
+    if max(c, e2) >= 1e38:
+        return False, np.float32(0), np.float32(0)
+    return True, np.float32(c), np.float32(e2)
+
+
 def rmsprop_update(xp, w, g, u, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None, halt=None):
     """Keras RMSprop, in place (see :class:`gpunet.optimizers.RMSprop` for the formula).
 
@@ -337,9 +354,8 @@ def rmsprop_update(xp, w, g, u, a, mom, lr, rho, eps, momentum, eps_inside, scra
     ``a`` (centered average) and ``mom`` (momentum) may be None; they take the general path.
     ``scratch``: an optional float buffer shaped like ``w`` reused across steps.
     """
-    c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
-    fast = a is None and mom is None and eps_inside and max(c, e2) < 1e38    # a tiny lr would overflow float32
-    c, e2 = (np.float32(c), np.float32(e2)) if fast else (np.float32(0), np.float32(0))
+    fast, c, e2 = _rmsprop_fast_constants(lr, rho, eps)
+    fast = fast and a is None and mom is None and eps_inside
     if _gpu(xp) and w.dtype == np.float32:
         _launch("rmsprop_update", w.size, (w, g, u, a if a is not None else NULL, mom if mom is not None else NULL,
                                            _f(lr), _f(rho), _f(eps), _f(momentum), np.int32(bool(eps_inside)),
@@ -347,8 +363,8 @@ def rmsprop_update(xp, w, g, u, a, mom, lr, rho, eps, momentum, eps_inside, scra
         return
     if halt is not None and halt[0]:
         return
-    t = w.dtype.type
-    rho, one_minus, eps, lr, mu, c, e2 = t(rho), t(1 - rho), t(eps), t(lr), t(momentum), t(c), t(e2)
+    rho, one_minus, eps, lr, mu = _scalars(w.dtype, rho, 1 - rho, eps, lr, momentum)
+    c, e2 = _scalars(w.dtype, c, e2)
 
     def block(w, g, u, a, mom, s):
         u *= rho                      # u = rho*u + g^2  (u first: measured ~3% faster)
