@@ -23,15 +23,14 @@ class LossGuard:
     kernel (:func:`gpunet.kernels.guard_loss`) sets a device flag that turns every later
     optimizer kernel into a no-op, and the host reads the flag only where it reads the loss
     anyway — progress refreshes and epoch ends — so no step waits for the device. Either way
-    the weights stay those of the last finite step, and :meth:`where` names it.
+    the weights stay those of the last finite step, and :meth:`stop` names it.
     """
 
-    def __init__(self, model, steps, initial_epoch, deferred=None):
+    def __init__(self, model, steps, initial_epoch):
         xp = model.device.xp
         self.xp, self.optimizer, self.steps, self.initial_epoch = xp, model.optimizer, steps, initial_epoch
-        self.deferred = model.device.is_gpu if deferred is None else deferred
-        if getattr(model, "_defer_loss_check", False):     # tests run the GPU logic on NumPy
-            self.deferred = True
+        # the device path; tests also run it on NumPy (model._defer_loss_check) through the kernels' twins
+        self.deferred = model.device.is_gpu or getattr(model, "_defer_loss_check", False)
         self.halt = xp.zeros(1, dtype=np.int32)
         self.bad_step = xp.full(1, -1, dtype=np.int64)
         self.bad_loss = xp.zeros(1, dtype=np.float32)
@@ -48,21 +47,19 @@ class LossGuard:
     def check(self, loss, step_id) -> bool:
         """Record a step's loss; True when the step must not be applied (CPU only; a GPU says later)."""
         self.issued += 1
-        if self.deferred:
-            kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
-            return False
-        if math.isfinite(float(loss)):      # CPU: reading the 0-d loss is free
+        if not self.deferred and math.isfinite(float(loss)):     # CPU: reading the 0-d loss is free
             return False
         kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
-        return True
+        return not self.deferred
 
     def tripped(self) -> bool:
         """Has a non-finite loss been seen? (On a GPU: one small device-to-host read.)"""
         return self.deferred and bool(int(self.halt[0]))
 
-    def where(self):
-        """``(epoch, step, loss)`` of the first non-finite loss; undoes the iteration count of the
-        steps the GPU kernels skipped (the bad one and any issued after it)."""
+    def stop(self):
+        """Called once when fit stops at the guard: returns ``(epoch, step, loss)`` of the first
+        non-finite loss, and undoes the iteration count of the steps the GPU kernels skipped
+        (the bad one and any issued after it)."""
         step_id, value = int(self.bad_step[0]), float(self.bad_loss[0])
         if self.deferred:
             first = step_id - self.initial_epoch * self.steps        # steps issued before the bad one

@@ -310,8 +310,7 @@ def sgd_update(xp, w, g, m, lr, momentum, nesterov, scratch=None, halt=None):
         return
     if halt is not None and halt[0]:
         return
-    t = w.dtype.type
-    lr, mu = t(lr), t(momentum)
+    lr, mu = _scalars(w.dtype, lr, momentum)
 
     def block(w, g, m, s):
         s = xp.multiply(g, lr, out=s) if s is not None else g * lr
@@ -335,16 +334,6 @@ def _scalars(dtype, *values):
     return tuple(dtype.type(v) for v in values)
 
 
-@functools.lru_cache(maxsize=256)
-def _rmsprop_fast_constants(lr, rho, eps):
-    """``(usable, c, e2)``: ``c = (1 - rho)/lr**2``, ``e2 = eps/lr**2`` as float32, unusable when a tiny
-    learning rate would overflow them."""
-    c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
-    if max(c, e2) >= 1e38:
-        return False, np.float32(0), np.float32(0)
-    return True, np.float32(c), np.float32(e2)
-
-
 def rmsprop_update(xp, w, g, u, a, mom, lr, rho, eps, momentum, eps_inside, scratch=None, halt=None):
     """Keras RMSprop, in place (see :class:`gpunet.optimizers.RMSprop` for the formula).
 
@@ -354,17 +343,17 @@ def rmsprop_update(xp, w, g, u, a, mom, lr, rho, eps, momentum, eps_inside, scra
     ``a`` (centered average) and ``mom`` (momentum) may be None; they take the general path.
     ``scratch``: an optional float buffer shaped like ``w`` reused across steps.
     """
-    fast, c, e2 = _rmsprop_fast_constants(lr, rho, eps)
-    fast = fast and a is None and mom is None and eps_inside
+    c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2          # float32 would overflow for a tiny lr: general path
+    fast = a is None and mom is None and eps_inside and max(c, e2) < 1e38
     if _gpu(xp) and w.dtype == np.float32:
         _launch("rmsprop_update", w.size, (w, g, u, a if a is not None else NULL, mom if mom is not None else NULL,
                                            _f(lr), _f(rho), _f(eps), _f(momentum), np.int32(bool(eps_inside)),
-                                           c, e2, np.int32(fast), _ll(w.size), _flag(halt)))
+                                           *(_scalars(np.dtype(np.float32), c, e2) if fast else (_f(0), _f(0))),
+                                           np.int32(fast), _ll(w.size), _flag(halt)))
         return
     if halt is not None and halt[0]:
         return
-    rho, one_minus, eps, lr, mu = _scalars(w.dtype, rho, 1 - rho, eps, lr, momentum)
-    c, e2 = _scalars(w.dtype, c, e2)
+    rho, one_minus, eps, lr, mu, c, e2 = _scalars(w.dtype, rho, 1 - rho, eps, lr, momentum, c, e2)
 
     def block(w, g, u, a, mom, s):
         u *= rho                      # u = rho*u + g^2  (u first: measured ~3% faster)
@@ -406,8 +395,7 @@ def adam_update(xp, w, g, m, v, alpha_t, b1, b2, eps, scratch=None, halt=None):
         return
     if halt is not None and halt[0]:
         return
-    t = w.dtype.type
-    c1, c2, eps, alpha = t(1 - b1), t(1 - b2), t(eps), t(alpha_t)
+    c1, c2, eps, alpha = _scalars(w.dtype, 1 - b1, 1 - b2, eps, alpha_t)
 
     def block(w, g, m, v, s):
         s = xp.subtract(g, m, out=s) if s is not None else g - m

@@ -384,7 +384,7 @@ class Sequential:
 
     def _stop_at_non_finite_loss(self) -> bool:
         """Stop fit after the loss guard tripped; the weights are those of the last finite step."""
-        epoch, step, value = self._guard.where()
+        epoch, step, value = self._guard.stop()
         self.stop_reason = (f"epoch {epoch + 1}, step {step + 1}/{self._guard.steps}: the loss is {value}; training "
                             "stopped and the model keeps the weights of the last step with a finite loss. "
                             "Try a lower learning rate, or check the data for extreme values")
@@ -489,7 +489,7 @@ class Sequential:
             self.build((None,) + tuple(x.shape[1:]))
         xd = self._to_device(x)
         outs = [self._forward(xt, training=False).data for xt, _ in self._batches(xd, None, batch_size)]
-        return self.device.to_host(self.device.xp.concatenate(outs)).copy()
+        return self.device.to_host(self.device.xp.concatenate(outs))   # concatenate made a fresh array
 
     # --------------------------------------------------------------- save / load
     def save(self, filepath) -> None:

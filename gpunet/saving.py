@@ -8,7 +8,7 @@ holding everything needed to continue training exactly where it stopped:
   optimizer's iteration count, the number of completed epochs and the state of
   :mod:`gpunet.random` (which draws shuffles and dropout masks);
 * ``weight/NNNN`` — every weight, in model order;
-* ``slot/NNNN/NAME`` — the optimizer's slots (RMSprop scaled velocity, Adam m and v ...).
+* ``slot/I/NAME`` — the optimizer's slots of weight ``I`` (RMSprop scaled velocity, Adam m and v ...).
 
 The file is written atomically (:func:`gpunet.fileio.atomic_write`): a crash or
 a kill during ``save`` leaves the previous file complete. Everything that cannot
@@ -102,7 +102,7 @@ def save_model(model, filepath) -> None:
     if model.compiled:
         opt_state = model.optimizer.get_state(weights)
         state["optimizer_iterations"] = int(opt_state.pop("iterations"))
-        arrays.update({f"slot/{int(k.split('/')[0]):04d}/{k.split('/', 1)[1]}": v for k, v in opt_state.items()})
+        arrays.update({f"slot/{k}": v for k, v in opt_state.items()})     # keys "I/NAME", as get_state gives
     doc = {"format": FORMAT, "version": VERSION, "model": config, "state": state}
     arrays["config"] = np.array(json.dumps(doc))
     with atomic_write(filepath) as f:
@@ -169,23 +169,23 @@ def load_model(filepath, device=None, compile: bool = True, restore_rng: bool = 
     comp = cfg.get("compile")
     if compile and comp is not None:
         opt = comp["optimizer"]
-        loss = comp["loss"]
-        loss_obj = LOSS_CLASSES[loss["class"]](from_logits=loss["from_logits"], name=loss["name"])
-        model.compile(optimizer=_optimizers._TABLE[opt["name"]](**opt["config"]), loss=loss_obj,
-                      metrics=[_metric_from_config(m, loss_obj) for m in comp["metrics"]])
-        slots = {f"{int(k.split('/')[1])}/{k.split('/', 2)[2]}": v for k, v in arrays.items() if k.startswith("slot/")}
+        model.compile(optimizer=_optimizers._TABLE[opt["name"]](**opt["config"]), loss=_loss_from_config(comp["loss"]),
+                      metrics=[_metric_from_config(m) for m in comp["metrics"]])
+        slots = {k[len("slot/"):]: v for k, v in arrays.items() if k.startswith("slot/")}
         model.optimizer.set_state(weights, {"iterations": state["optimizer_iterations"], **slots})
     if restore_rng:
         random.set_state(state["rng_state"])
     return model
 
 
-def _metric_from_config(m, loss_obj):
+def _loss_from_config(loss):
+    return LOSS_CLASSES[loss["class"]](from_logits=loss["from_logits"], name=loss["name"])
+
+
+def _metric_from_config(m):
     if m["class"] == "Accuracy":
         return _metrics.Accuracy(name=m["name"], kind=m["kind"])
-    loss = m["loss"]
-    return _metrics.LossMetric(m["name"], LOSS_CLASSES[loss["class"]](from_logits=loss["from_logits"],
-                                                                      name=loss["name"]))
+    return _metrics.LossMetric(m["name"], _loss_from_config(m["loss"]))
 
 
 def _jsonable(obj):
