@@ -187,7 +187,7 @@ class Sequential:
             raise ValueError(f"{where}: x is empty (shape {x.shape}); pass at least one sample")
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{where}: x must hold numbers, got dtype {x.dtype}; convert it with x.astype('float32')")
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
+        if x.dtype.kind == "f" and not _all_finite(x):
             raise ValueError(f"{where}: x contains NaN or infinite values; clean or impute the data first")
         expected = self._expected_sample_shape()
         if expected is not None and tuple(x.shape[1:]) != expected:
@@ -204,7 +204,7 @@ class Sequential:
             raise ValueError(f"{where}: x has {len(x)} samples but y has {len(y)}; they must have the same length")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{where}: y must hold numbers, got dtype {y.dtype}")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
+        if y.dtype.kind == "f" and not _all_finite(y):
             raise ValueError(f"{where}: y contains NaN or infinite values; clean the targets first")
         self._check_targets(y, where)
         return x, y
@@ -580,6 +580,12 @@ def _as_array(a, name, where):
         raise TypeError(f"{where}: {name} has dtype object (ragged or mixed data); pass a numeric array, "
                         "e.g. np.asarray(data, dtype='float32')")
     return arr
+
+
+def _all_finite(a) -> bool:
+    """No NaN or inf in the float array ``a``: min and max propagate both, and unlike
+    ``isfinite(a).all()`` they allocate no array as large as the data."""
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def _check_int(name, value, minimum):
