@@ -12,14 +12,15 @@ from . import backend
 from .autograd import GradientTape, is_recording, no_grad
 from .backend import (Device, device, free_memory, get_default_device, gpu_available, memory_info,
                       set_default_device, use_device)
-from .errors import DeviceMismatchError, DeviceUnavailableError, NotCompiledError, ShapeError
+from .errors import (DeviceMismatchError, DeviceUnavailableError, DistributedUnavailableError, NotCompiledError,
+                     ShapeError)
 from .tensor import Tensor, ones, tensor, zeros
 from . import ops, naive, random  # noqa: E402  (light modules)
 
 __version__ = "0.1.0"
 
 _LAZY = ("layers", "models", "losses", "metrics", "optimizers", "activations", "initializers",
-         "callbacks", "utils", "datasets", "kernels")
+         "callbacks", "utils", "datasets", "kernels", "distributed")
 
 
 def __getattr__(name):
@@ -30,7 +31,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'gpunet' has no attribute {name!r}")
 
 
-__all__ = ["Device", "DeviceMismatchError", "DeviceUnavailableError", "GradientTape", "NotCompiledError",
+__all__ = ["Device", "DeviceMismatchError", "DeviceUnavailableError", "DistributedUnavailableError", "GradientTape", "NotCompiledError",
            "ShapeError", "Tensor", "backend", "device", "free_memory", "get_default_device", "gpu_available",
            "is_recording", "memory_info", "naive", "no_grad", "ones", "ops", "random", "set_default_device",
            "tensor", "use_device", "zeros", *_LAZY]

@@ -273,6 +273,21 @@ def array_module_of(array):
     return numpy
 
 
+def cuda_device_count() -> int:
+    """Number of visible CUDA devices; raises DeviceUnavailableError without CuPy or a driver."""
+    return _cuda_device_count()
+
+
+def nccl_module():
+    """CuPy's NCCL bindings (``cupy.cuda.nccl``), or None when this CuPy has no NCCL."""
+    _import_cupy()
+    try:
+        from cupy.cuda import nccl
+    except Exception:
+        return None
+    return nccl if getattr(nccl, "available", True) else None
+
+
 def cupy_module():
     """The CuPy module (imported on demand); raises DeviceUnavailableError without it."""
     return _import_cupy()

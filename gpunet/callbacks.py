@@ -196,7 +196,8 @@ class ModelCheckpoint(Callback):
     weights, optimizer state, epochs completed and RNG state, so that
     ``models.load_model(path)`` + ``fit(..., initial_epoch=model.epochs_completed)`` resumes
     exactly; ``save_weights_only=True`` writes just the weights (``model.save_weights``).
-    Every write is atomic: a crash leaves the previous file complete.
+    Every write is atomic: a crash leaves the previous file complete. In ``fit(distributed=True)``
+    only rank 0 writes (every rank holds the same weights).
 
     ``filepath`` may contain ``{epoch}`` and log names, e.g. ``'ckpt-{epoch:02d}-{val_loss:.3f}.npz'``.
     """
@@ -212,6 +213,9 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        dp = getattr(self.model, "_dp", None)
+        if dp is not None and not dp.ctx.is_root:     # fit(distributed=True): rank 0 writes, the weights are equal
+            return
         path = self.filepath.format(epoch=epoch + 1, **logs)
         if self.save_best_only:
             value = logs.get(self.monitor)

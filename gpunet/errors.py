@@ -21,3 +21,7 @@ class ShapeError(ValueError):
 
 class NotCompiledError(RuntimeError):
     """``fit``/``evaluate`` was called on a model that has not been compiled."""
+
+
+class DistributedUnavailableError(RuntimeError):
+    """Distributed training was asked for but mpi4py or an MPI library is missing."""

@@ -62,6 +62,7 @@ class Sequential:
         self.history = None
         self.epochs_completed = 0   # epochs finished by fit (saved by model.save; resume with initial_epoch=)
         self._input_shape = None
+        self._dp = None             # the DataParallel engine during fit(distributed=True)
         for layer in layers or []:
             self.add(layer)
 
@@ -257,7 +258,8 @@ class Sequential:
 
     # ---------------------------------------------------------------------- fit
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0, steps_per_epoch=None) -> History:
+            validation_data=None, shuffle=True, initial_epoch=0, steps_per_epoch=None,
+            distributed=False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~gpunet.callbacks.History`.
 
         x: array ``(n, *sample_shape)`` (uint8 or float); y: targets ``(n, ...)``. The data is
@@ -270,6 +272,10 @@ class Sequential:
         keeps the last finite weights; ``model.stop_reason`` says which epoch and step); Ctrl-C
         takes effect after the step in flight (KeyboardInterrupt, weights of the last completed
         step, ``model.history`` so far).
+
+        ``distributed=True``: data-parallel training over MPI (launch the script with ``mpirun -n N``;
+        see :mod:`gpunet.distributed`). ``batch_size`` is then the global batch, split across the
+        ranks; every rank must call ``fit`` with the whole dataset and ends with the same weights.
         """
         self._require_compiled("fit")
         batch_size = 32 if batch_size is None else batch_size
@@ -282,6 +288,9 @@ class Sequential:
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         verbose = 1 if verbose == "auto" else verbose
         x, y = self._check_data(x, y, "fit")
+        dp = self._data_parallel(distributed, "fit")
+        if dp is not None and not dp.ctx.is_root:
+            verbose = 0              # rank 0 shows the progress
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
@@ -304,6 +313,9 @@ class Sequential:
         if steps_per_epoch is not None:
             _check_int("steps_per_epoch", steps_per_epoch, 1)
             steps = min(steps, steps_per_epoch)
+        params = self.trainable_weights
+        if dp is not None:   # same data length and model on every rank, then rank 0's weights everywhere
+            dp.start(params, n, len(self.metrics))
         xd, yd = self._to_device(x), self._to_device(y)
         if vx is not None:   # moved once per fit, not at every epoch's validation
             vx, vy = self._to_device(vx), self._to_device(vy)
@@ -327,24 +339,42 @@ class Sequential:
         self.history = history
         self.stop_training = False
         self.stop_reason = None
-        params = self.trainable_weights
-        with DeferredInterrupt() as interrupt, LossGuard(self, steps, initial_epoch) as self._guard:
-            for cb in cbs:
-                cb.on_train_begin()
-            for epoch in range(initial_epoch, epochs):
+        self._dp = dp
+        try:
+            with DeferredInterrupt() as interrupt, LossGuard(self, steps, initial_epoch) as self._guard:
                 for cb in cbs:
-                    cb.on_epoch_begin(epoch)
-                if not self._fit_epoch(epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress,
-                                       batch_logs, vx, vy, interrupt):
-                    break
-            for cb in cbs:
-                cb.on_train_end()
+                    cb.on_train_begin()
+                for epoch in range(initial_epoch, epochs):
+                    for cb in cbs:
+                        cb.on_epoch_begin(epoch)
+                    if not self._fit_epoch(epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress,
+                                           batch_logs, vx, vy, interrupt):
+                        break
+                for cb in cbs:
+                    cb.on_train_end()
+        finally:
+            self._dp = None
         return history
+
+    def _data_parallel(self, distributed, where):
+        """The :class:`~gpunet.distributed.DataParallel` engine for ``distributed=True`` (None otherwise)."""
+        if distributed not in (True, False):
+            raise ValueError(f"{where}: distributed must be True or False, got {distributed!r}")
+        if not distributed:
+            return None
+        if self._dp is not None:          # evaluate called by fit for validation
+            return self._dp
+        from .distributed import DataParallel
+        return DataParallel(self)
 
     def _fit_epoch(self, epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress, batch_logs, vx, vy,
                    interrupt) -> bool:
         """One epoch of :meth:`fit`; False when training must stop."""
         n = len(xd)
+        dp = self._dp
+        if dp is not None:
+            return self._fit_epoch_distributed(dp, epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress,
+                                               batch_logs, vx, vy, interrupt)
         order = random.generator().permutation(n) if shuffle else None
         order_d = self.device.asarray(order) if shuffle else None
         sums = _Sums(self.device.xp, len(self.metrics))
@@ -370,17 +400,69 @@ class Sequential:
                 break
         if self._guard.tripped():
             return self._stop_at_non_finite_loss()
+        return self._end_epoch(epoch, sums, batch_size, cbs, vx, vy, interrupt)
+
+    def _end_epoch(self, epoch, sums, batch_size, cbs, vx, vy, interrupt) -> bool:
+        """Validation, epoch count and callbacks at the end of an epoch; False when training must stop."""
         logs = sums.logs(self)
         if vx is not None:
-            vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, _checked=True)
+            vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, _checked=True,
+                                 distributed=self._dp is not None)
             vals = vals if isinstance(vals, list) else [vals]
             logs.update({"val_" + k: v for k, v in zip(["loss"] + [m.name for m in self.metrics], vals)})
         if not self.stop_training:
             self.epochs_completed = epoch + 1   # before the callbacks, so a checkpoint saved now records it
         for cb in cbs:
             cb.on_epoch_end(epoch, logs)
+        if self._dp is not None:              # every rank takes the same decision
+            interrupt.pending = self._dp.any_rank(interrupt.pending)
+            self.stop_training = self._dp.any_rank(self.stop_training)
         interrupt.check()
         return not self.stop_training
+
+    def _fit_epoch_distributed(self, dp, epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress,
+                               batch_logs, vx, vy, interrupt) -> bool:
+        """:meth:`_fit_epoch` for ``fit(distributed=True)``: this rank computes its shard of every global
+        batch; one all-reduce per step gives every rank the global gradient, loss and metrics, and every
+        decision to stop (non-finite loss, Ctrl-C, ``stop_training``) is taken from those reduced values,
+        at the same step on every rank."""
+        n = len(xd)
+        order_d = None
+        if shuffle:   # every rank draws (keeping the generators in step), rank 0's order is used
+            order_d = self.device.asarray(dp.order(random.generator().permutation(n)))
+        sums = _Sums(self.device.xp, len(self.metrics))
+        every = dp.check_every(steps)
+        for step in range(steps):
+            glo, ghi = step * batch_size, min(n, (step + 1) * batch_size)
+            lo, hi = dp.shard(glo, ghi)
+            if shuffle:
+                idx = order_d[lo:hi]
+                xb, yb = xd.take(idx, axis=0), yd.take(idx, axis=0)
+            else:
+                xb, yb = xd[lo:hi], yd[lo:hi]
+            if self._distributed_train_step(dp, xb, yb, params, sums, epoch * steps + step, ghi - glo,
+                                            interrupt.pending):
+                return self._stop_at_non_finite_loss()
+            agreed_stop = False
+            if (step + 1) % every == 0 or step + 1 == steps:
+                if self._guard.tripped():
+                    return self._stop_at_non_finite_loss()
+                agreed_interrupt, agreed_stop = dp.flags()
+                if agreed_interrupt:
+                    interrupt.pending = True
+                    interrupt.check()
+            if batch_logs:
+                logs = sums.logs(self, last_loss=True)
+                for cb in cbs:
+                    cb.on_train_batch_end(step, logs)
+            if progress is not None and progress.wants_refresh(step + 1):
+                progress.refresh(step + 1, sums.logs(self))
+            if agreed_stop:
+                self.stop_training = True
+                break
+        if self._guard.tripped():
+            return self._stop_at_non_finite_loss()
+        return self._end_epoch(epoch, sums, batch_size, cbs, vx, vy, interrupt)
 
     def _stop_at_non_finite_loss(self) -> bool:
         """Stop fit after the loss guard tripped; the weights are those of the last finite step."""
@@ -388,7 +470,8 @@ class Sequential:
         self.stop_reason = (f"epoch {epoch + 1}, step {step + 1}/{self._guard.steps}: the loss is {value}; training "
                             "stopped and the model keeps the weights of the last step with a finite loss. "
                             "Try a lower learning rate, or check the data for extreme values")
-        print(f"gpunet: {self.stop_reason}", file=sys.stderr)
+        if self._dp is None or self._dp.ctx.is_root:      # every rank stops here; rank 0 says so
+            print(f"gpunet: {self.stop_reason}", file=sys.stderr)
         self.stop_training = True
         return False
 
@@ -412,6 +495,36 @@ class Sequential:
         self.optimizer._apply([(g, p) for g, p in zip(grads, params) if g is not None])  # shapes hold by construction
         sums.add(loss.data, len(xb), self._metric_sums(y, out, fused))
         return False
+
+    def _distributed_train_step(self, dp, xb, yb, params, sums, step_id, n_global, interrupt) -> bool:
+        """One step of ``fit(distributed=True)`` on this rank's shard ``xb`` of a global batch of
+        ``n_global`` samples (the shard may be empty); True when the global loss was non-finite."""
+        n = len(xb)
+        loss, grads, metric_sums = self._loss_and_gradients(xb, yb, params) if n else (None, None, ())
+        grads, extra = dp.reduce(grads, loss, metric_sums, n, n_global, interrupt, self.stop_training)
+        loss = extra[dp.LOSS]
+        if self._guard.check(loss, step_id):
+            return True
+        self.optimizer._apply(list(zip(grads, params)))
+        sums.add(loss, n_global, [extra[dp.METRICS + i] for i in range(len(self.metrics))])
+        return False
+
+    def _loss_and_gradients(self, xb, yb, params):
+        """``(loss, gradient arrays in params order, metric sums)`` of one batch; nothing applied."""
+        if self._step is not None:
+            loss, logits = self._step.forward(self._as_float(xb), yb)
+            grads = self._step.backward()
+            return loss, grads, self._metric_sums(Tensor._wrap(yb, self.device), Tensor._wrap(logits, self.device),
+                                                  True)
+        x = Tensor._wrap(self._as_float(xb), self.device)
+        y = Tensor._wrap(yb, self.device)
+        fused = self._fused_flag
+        with GradientTape() as tape:
+            out = self._forward(x, training=True, logits=fused)
+            loss = self.loss.from_logits_loss(y, out) if fused else self.loss(y, out)
+        grads = [p.device.xp.zeros_like(p.data) if g is None else g.data if isinstance(g, Tensor) else g
+                 for g, p in zip(tape.gradient(loss, params), params)]
+        return loss.data, grads, self._metric_sums(y, out, fused)
 
     def _fused_train_step(self, xb, yb, params, sums, step_id):
         """:meth:`_train_step` through :class:`~gpunet.train_step.FusedStep` (same arithmetic, no tape)."""
@@ -450,13 +563,22 @@ class Sequential:
         return res
 
     # ------------------------------------------------------------- evaluate / predict
-    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, _checked=False):
-        """Loss (and metrics) on ``(x, y)``: a float, or ``[loss, *metrics]`` when metrics were compiled."""
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, distributed=False, _checked=False):
+        """Loss (and metrics) on ``(x, y)``: a float, or ``[loss, *metrics]`` when metrics were compiled.
+
+        ``distributed=True`` (every rank of an MPI job calls it with the whole data): each rank
+        evaluates its part and the sums are reduced, so every rank returns the same values.
+        """
         self._require_compiled("evaluate")
         batch_size = 32 if batch_size is None else batch_size
         _check_int("batch_size", batch_size, 1)
         if not _checked:
             x, y = self._check_data(x, y, "evaluate")
+        dp = self._data_parallel(distributed, "evaluate")
+        if dp is not None:
+            lo, hi = dp.part(len(x))
+            x, y = x[lo:hi], y[lo:hi]
+            verbose = verbose if dp.ctx.is_root else 0
         if not self.built:
             self.build((None,) + tuple(x.shape[1:]))
         fused = self._fused()
@@ -471,6 +593,9 @@ class Sequential:
             out = self._forward(xt, training=False, logits=fused)
             loss = self.loss.from_logits_loss(yt, out) if fused else self.loss(yt, out)
             sums.add(loss.data, len(xt), self._metric_sums(yt, out, fused))
+        if dp is not None:
+            sums.reduce_with(dp)
+            n = sums.count
         logs = sums.logs(self)
         if verbose:
             steps = -(-n // batch_size)
@@ -553,6 +678,11 @@ class _Sums:
         for i, s in enumerate(metric_sums):
             self.metrics[i] = self.metrics[i] + s
         self.count += n
+
+    def reduce_with(self, dp) -> None:
+        """Replace the sums by their totals over all ranks (host floats)."""
+        totals = dp.sum_host([float(self.loss), *(float(m) for m in self.metrics), self.count])
+        self.loss, self.metrics, self.count = totals[0], totals[1:-1], int(totals[-1])
 
     def logs(self, model, last_loss=False) -> dict:
         if not self.count:
