@@ -6,6 +6,7 @@
     python examples/mnist.py --dataset fashion-mnist --plot mnist.png
     python examples/mnist.py --epochs 2 --save ckpt.npz      # then, to continue to epoch 5 exactly:
     python examples/mnist.py --resume ckpt.npz --save ckpt.npz
+    mpirun -n 2 python examples/mnist.py --distributed      # data-parallel over 2 processes (MPI)
 
 The network, loss, optimizer and metrics are the chapter's (listings 2.2-2.5).
 One deliberate difference: the images stay uint8 on the device (4x less memory)
@@ -18,7 +19,7 @@ import sys
 import time
 
 import gpunet
-from gpunet import callbacks, layers, models
+from gpunet import callbacks, distributed, layers, models
 from gpunet.utils import to_categorical
 from gpunet.datasets import DatasetUnavailableError, fashion_mnist, mnist
 
@@ -83,7 +84,7 @@ def plot(path, history, x_test, y_test, predictions):
                 s.set_linewidth(2)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    print(f"wrote {path}")
+    distributed.root_print(f"wrote {path}")
 
 
 def main(argv=None):
@@ -100,19 +101,29 @@ def main(argv=None):
     p.add_argument("--resume", metavar="FILE.npz", help="continue from a checkpoint written by --save")
     p.add_argument("--memory", action="store_true",
                    help="report peak host memory and the GPU memory pool after training, then release the pool")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the processes of an MPI job (mpirun -n N ...); "
+                        "--batch-size stays the global batch; with --device gpu each rank takes gpu:<local rank>")
     args = p.parse_args(argv)
     try:
-        device = gpunet.device(args.device)
-    except (gpunet.DeviceUnavailableError, ValueError) as exc:
+        if args.distributed:
+            distributed.init()          # DistributedUnavailableError without mpi4py / an MPI library
+            device = distributed.local_device("cpu" if args.device == "cpu" else "gpu") \
+                if args.device in ("cpu", "gpu") else gpunet.device(args.device)
+        else:
+            device = gpunet.device(args.device)
+    except (gpunet.DeviceUnavailableError, gpunet.DistributedUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    say = distributed.root_print       # print on rank 0 only (plain print without MPI)
     gpunet.random.seed(args.seed)
     try:
         ((x_train, y_train), (x_test, y_test)), what = load(args.dataset)
     except (DatasetUnavailableError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    print(f"Training on {what}, device {device}.")
+    where = f"{distributed.size()} processes (MPI), rank 0 on {device}" if args.distributed else f"device {device}"
+    say(f"Training on {what}, {where}.")
     x_train = x_train.reshape((len(x_train), 28 * 28))
     x_test = x_test.reshape((len(x_test), 28 * 28))
     if args.resume:
@@ -121,32 +132,33 @@ def main(argv=None):
         except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 4
-        print(f"Resuming from {args.resume} after epoch {network.epochs_completed}.")
+        say(f"Resuming from {args.resume} after epoch {network.epochs_completed}.")
     else:
         network = build(device)
         network.compile(optimizer=args.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
-    network.summary()
+    network.summary(print_fn=say)
     t0 = time.perf_counter()
     train_labels, test_labels = to_categorical(y_train, 10), to_categorical(y_test, 10)
     history = network.fit(x_train, train_labels, epochs=args.epochs, batch_size=args.batch_size,
                           verbose=args.verbose, validation_data=(x_test, test_labels) if args.plot else None,
                           initial_epoch=network.epochs_completed,
-                          callbacks=[callbacks.ModelCheckpoint(args.save)] if args.save else None)
+                          callbacks=[callbacks.ModelCheckpoint(args.save)] if args.save else None,
+                          distributed=args.distributed)     # checkpoints: rank 0 writes
     train_s = time.perf_counter() - t0
-    test_loss, test_acc = network.evaluate(x_test, test_labels, verbose=0)
+    test_loss, test_acc = network.evaluate(x_test, test_labels, verbose=0, distributed=args.distributed)
     times = history.epoch_times
-    print(f"test_loss: {test_loss:.4f} - test_acc: {test_acc:.4f}")
+    say(f"test_loss: {test_loss:.4f} - test_acc: {test_acc:.4f}")
     if times:
-        print(f"time per epoch: median {statistics.median(times):.2f} s "
+        say(f"time per epoch: median {statistics.median(times):.2f} s "
               f"({', '.join(f'{t:.2f}' for t in times)}); training {train_s:.1f} s on {device}")
-    if args.plot:
+    if args.plot and distributed.is_root():
         plot(args.plot, history, x_test, y_test, network.predict(x_test[:16]))
     if args.memory:
-        report_memory(device)
+        report_memory(device, say)
     return 0
 
 
-def report_memory(device):
+def report_memory(device, say=print):
     """Peak host memory (RSS) of this process; on a GPU, CuPy's pool before and after release."""
     import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024      # KiB on Linux
@@ -157,7 +169,7 @@ def report_memory(device):
         after = gpunet.memory_info()
         line += (f"; GPU pool: {used['used_bytes'] / 2**20:.1f} MiB in use, {used['total_bytes'] / 2**20:.1f} MiB "
                  f"held, {after['total_bytes'] / 2**20:.1f} MiB held after gpunet.free_memory()")
-    print(line)
+    say(line)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from .errors import DistributedUnavailableError
 np = backend.numpy
 
 __all__ = ["init", "is_initialized", "rank", "size", "local_rank", "local_size", "is_root", "local_device",
-           "barrier", "broadcast", "allreduce", "root_print", "mpiexec_command", "DataParallel",
+           "barrier", "broadcast", "allreduce", "root_print", "mpiexec_command", "shard_bounds", "DataParallel",
            "DistributedUnavailableError"]
 
 INSTALL_HINT = ("install MPI for Python and an MPI library: pip install 'gpunet[distributed]' mpich "
@@ -279,6 +279,13 @@ def _device_of(array):
 
 
 # ---------------------------------------------------------------------------- fit's engine
+def shard_bounds(lo: int, hi: int, rank: int, size: int):
+    """Rows ``[lo_r, hi_r)`` of ``[lo, hi)`` for ``rank`` of ``size``: contiguous shards in rank
+    order that cover the range once, sizes differing by at most 1 (a shard may be empty)."""
+    n = hi - lo
+    return lo + n * rank // size, lo + n * (rank + 1) // size
+
+
 class DataParallel:
     """What ``fit(..., distributed=True)`` and ``evaluate(..., distributed=True)`` use.
 
@@ -349,9 +356,8 @@ class DataParallel:
         return order
 
     def shard(self, lo: int, hi: int):
-        """This rank's rows ``[lo_r, hi_r)`` of the global batch ``[lo, hi)`` (contiguous, sizes differ by <= 1)."""
-        n, r, s = hi - lo, self.rank, self.size
-        return lo + n * r // s, lo + n * (r + 1) // s
+        """This rank's rows of the global batch ``[lo, hi)`` (see :func:`shard_bounds`)."""
+        return shard_bounds(lo, hi, self.rank, self.size)
 
     def reduce(self, grads, loss, metric_sums, n_local: int, n_global: int, interrupt: bool, stop: bool):
         """The step's one all-reduce. ``grads`` (this rank's mean gradients, None for an empty shard)
