@@ -6,7 +6,7 @@ one all-reduce per step, so every rank applies the same update and keeps the sam
 
     mpirun -n 2 python examples/mnist.py --distributed                 # 2 processes, this machine
     mpirun -n 8 python train.py                                        # 8 GPUs: one rank per GPU
-    mpirun -n 16 -hosts node1,node2 python train.py                    # two machines (MPICH syntax)
+    mpirun -n 16 -hosts node1:8,node2:8 python train.py                # two machines x 8 GPUs (MPICH syntax)
 
 In a script one argument is all it takes. As in Keras' ``tf.distribute``, ``batch_size`` is
 the *global* batch, split across the ranks, so N ranks train exactly like one process with
@@ -203,15 +203,17 @@ def mpiexec_command(n: int, hosts: str | None = "127.0.0.1") -> list:
 
 
 def _host_args(exe, hosts):
-    """MPICH's hydra takes ``-hosts``; Open MPI takes ``--host`` (and, as root, needs leave)."""
+    """MPICH's hydra takes ``-hosts``; Open MPI takes ``--host`` with slots (and, as root, needs leave)."""
     try:
         import subprocess
         version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
     except Exception:
         version = ""
+    names = hosts.split(",")
     if "Open MPI" in version or "OpenRTE" in version:
-        n_slots = ",".join(f"{h}:64" for h in hosts.split(","))
-        args = ["--host", n_slots, "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]
+        args = ["--host", ",".join(f"{h}:64" for h in names)]          # slots: allow up to 64 ranks per host
+        if all(h in ("127.0.0.1", "localhost") for h in names):
+            args += ["--mca", "btl_tcp_if_include", "lo"]               # no other interface
         return args + (["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])
     return ["-hosts", hosts]
 
