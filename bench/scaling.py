@@ -40,7 +40,7 @@ def worker(args):
     if distributed.is_root():
         print(json.dumps({"ranks": distributed.size(), "epoch_times": history.epoch_times, "test_accuracy": acc,
                           "allreduce_ms": bare * 1e3, "params": model.count_params(),
-                          "device": str(device), "mpi": ctx.MPI.Get_library_version().splitlines()[0].strip()}))
+                          "device": str(device), "transport": ctx.transport(device).kind, "mpi": ctx.MPI.Get_library_version().splitlines()[0].strip()}))
 
 
 def _bare_allreduce(device, count, repeat=200):

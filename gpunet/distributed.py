@@ -239,34 +239,30 @@ class _Transport:
     def allreduce_sum(self, buf) -> None:
         """``buf`` (contiguous) replaced in place by its sum over all ranks."""
         ctx = self.ctx
-        if ctx.size == 1:
-            return
-        if self.nccl_comm is not None:
-            with self.device:
-                stream = backend.cupy_module().cuda.get_current_stream()
-                self.nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._nccl_type(buf),
-                                         self.nccl.NCCL_SUM, stream.ptr)
-        elif self.device.is_gpu:       # no NCCL: through host memory
-            host = self.device.to_host(buf)
-            ctx.comm.Allreduce(ctx.MPI.IN_PLACE, host, op=ctx.MPI.SUM)
-            buf[...] = self.device.asarray(host)
-        else:
-            ctx.comm.Allreduce(ctx.MPI.IN_PLACE, buf, op=ctx.MPI.SUM)
+        self._collective(buf, lambda ptr, n, kind, stream: self.nccl_comm.allReduce(ptr, ptr, n, kind,
+                                                                                    self.nccl.NCCL_SUM, stream),
+                         lambda host: ctx.comm.Allreduce(ctx.MPI.IN_PLACE, host, op=ctx.MPI.SUM))
 
     def broadcast(self, buf, root=0) -> None:
-        ctx = self.ctx
-        if ctx.size == 1:
+        """``buf`` (contiguous) replaced in place by rank ``root``'s values."""
+        self._collective(buf, lambda ptr, n, kind, stream: self.nccl_comm.bcast(ptr, n, kind, root, stream),
+                         lambda host: self.ctx.comm.Bcast(host, root=root))
+
+    def _collective(self, buf, nccl_call, mpi_call) -> None:
+        """Run a collective on ``buf``: NCCL on the device's current stream, else MPI on host memory
+        (GPU buffers staged through the host when CuPy has no NCCL)."""
+        if self.ctx.size == 1:
             return
         if self.nccl_comm is not None:
             with self.device:
                 stream = backend.cupy_module().cuda.get_current_stream()
-                self.nccl_comm.bcast(buf.data.ptr, buf.size, self._nccl_type(buf), root, stream.ptr)
+                nccl_call(buf.data.ptr, buf.size, self._nccl_type(buf), stream.ptr)
         elif self.device.is_gpu:
             host = self.device.to_host(buf)
-            ctx.comm.Bcast(host, root=root)
+            mpi_call(host)
             buf[...] = self.device.asarray(host)
         else:
-            ctx.comm.Bcast(buf, root=root)
+            mpi_call(buf)
 
     def _nccl_type(self, buf):
         names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",

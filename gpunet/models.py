@@ -380,27 +380,27 @@ class Sequential:
         sums = _Sums(self.device.xp, len(self.metrics))
         for step in range(steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-            if shuffle:
-                idx = order_d[lo:hi]
-                xb, yb = xd.take(idx, axis=0), yd.take(idx, axis=0)
-            else:
-                xb, yb = xd[lo:hi], yd[lo:hi]
+            xb, yb = _gather(xd, yd, order_d, lo, hi)
             if self._train_step(xb, yb, params, sums, epoch * steps + step) or \
                     ((batch_logs or progress is not None and progress.wants_refresh(step + 1))
                      and self._guard.tripped()):     # deferred (GPU) check, when the loss is read anyway
                 return self._stop_at_non_finite_loss()
             interrupt.check()
-            if batch_logs:
-                logs = sums.logs(self, last_loss=True)
-                for cb in cbs:
-                    cb.on_train_batch_end(step, logs)
-            if progress is not None and progress.wants_refresh(step + 1):
-                progress.refresh(step + 1, sums.logs(self))
+            self._report_step(step, sums, cbs, progress, batch_logs)
             if self.stop_training:
                 break
         if self._guard.tripped():
             return self._stop_at_non_finite_loss()
         return self._end_epoch(epoch, sums, batch_size, cbs, vx, vy, interrupt)
+
+    def _report_step(self, step, sums, cbs, progress, batch_logs) -> None:
+        """Batch-end callbacks (when some want them) and the progress bar (when due) after a step."""
+        if batch_logs:
+            logs = sums.logs(self, last_loss=True)
+            for cb in cbs:
+                cb.on_train_batch_end(step, logs)
+        if progress is not None and progress.wants_refresh(step + 1):
+            progress.refresh(step + 1, sums.logs(self))
 
     def _end_epoch(self, epoch, sums, batch_size, cbs, vx, vy, interrupt) -> bool:
         """Validation, epoch count and callbacks at the end of an epoch; False when training must stop."""
@@ -434,12 +434,7 @@ class Sequential:
         every = dp.check_every(steps)
         for step in range(steps):
             glo, ghi = step * batch_size, min(n, (step + 1) * batch_size)
-            lo, hi = dp.shard(glo, ghi)
-            if shuffle:
-                idx = order_d[lo:hi]
-                xb, yb = xd.take(idx, axis=0), yd.take(idx, axis=0)
-            else:
-                xb, yb = xd[lo:hi], yd[lo:hi]
+            xb, yb = _gather(xd, yd, order_d, *dp.shard(glo, ghi))
             if self._distributed_train_step(dp, xb, yb, params, sums, epoch * steps + step, ghi - glo,
                                             interrupt.pending):
                 return self._stop_at_non_finite_loss()
@@ -451,12 +446,7 @@ class Sequential:
                 if agreed_interrupt:
                     interrupt.pending = True
                     interrupt.check()
-            if batch_logs:
-                logs = sums.logs(self, last_loss=True)
-                for cb in cbs:
-                    cb.on_train_batch_end(step, logs)
-            if progress is not None and progress.wants_refresh(step + 1):
-                progress.refresh(step + 1, sums.logs(self))
+            self._report_step(step, sums, cbs, progress, batch_logs)
             if agreed_stop:
                 self.stop_training = True
                 break
@@ -483,12 +473,7 @@ class Sequential:
         """
         if self._step is not None:
             return self._fused_train_step(xb, yb, params, sums, step_id)
-        x = Tensor._wrap(self._as_float(xb), self.device)
-        y = Tensor._wrap(yb, self.device)
-        fused = self._fused_flag
-        with GradientTape() as tape:
-            out = self._forward(x, training=True, logits=fused)
-            loss = self.loss.from_logits_loss(y, out) if fused else self.loss(y, out)
+        tape, y, out, loss, fused = self._taped_loss(xb, yb)
         if self._guard.check(loss.data, step_id):
             return True
         grads = tape.gradient(loss, params)
@@ -516,15 +501,21 @@ class Sequential:
             grads = self._step.backward()
             return loss, grads, self._metric_sums(Tensor._wrap(yb, self.device), Tensor._wrap(logits, self.device),
                                                   True)
+        tape, y, out, loss, fused = self._taped_loss(xb, yb)
+        grads = [p.device.xp.zeros_like(p.data) if g is None else g.data if isinstance(g, Tensor) else g
+                 for g, p in zip(tape.gradient(loss, params), params)]
+        return loss.data, grads, self._metric_sums(y, out, fused)
+
+    def _taped_loss(self, xb, yb):
+        """The training forward pass of a batch under a GradientTape: ``(tape, y, out, loss, on_logits)``;
+        ``out`` are logits when the loss is fused with the last layer's softmax/sigmoid."""
         x = Tensor._wrap(self._as_float(xb), self.device)
         y = Tensor._wrap(yb, self.device)
         fused = self._fused_flag
         with GradientTape() as tape:
             out = self._forward(x, training=True, logits=fused)
             loss = self.loss.from_logits_loss(y, out) if fused else self.loss(y, out)
-        grads = [p.device.xp.zeros_like(p.data) if g is None else g.data if isinstance(g, Tensor) else g
-                 for g, p in zip(tape.gradient(loss, params), params)]
-        return loss.data, grads, self._metric_sums(y, out, fused)
+        return tape, y, out, loss, fused
 
     def _fused_train_step(self, xb, yb, params, sums, step_id):
         """:meth:`_train_step` through :class:`~gpunet.train_step.FusedStep` (same arithmetic, no tape)."""
@@ -691,6 +682,14 @@ class _Sums:
         for m, s in zip(model.metrics, self.metrics):
             out[m.name] = float(s) / self.count
         return out
+
+
+def _gather(xd, yd, order_d, lo, hi):
+    """Rows ``lo:hi`` of the epoch's order (``order_d`` a device permutation, or None: no shuffle)."""
+    if order_d is None:
+        return xd[lo:hi], yd[lo:hi]
+    idx = order_d[lo:hi]
+    return xd.take(idx, axis=0), yd.take(idx, axis=0)
 
 
 def _weight_key(i, w):
