@@ -246,7 +246,7 @@ class Dropout(Layer):
     def call(self, x, training=False):
         if not training or self.rate == 0:
             return x
-        keep = random.generator().random(x.shape, dtype=np.float32) >= self.rate
+        keep = random.batch_uniform(x.shape) >= self.rate
         mask = x.device.asarray(keep.astype(np.float32) / np.float32(1 - self.rate))
         return ops.multiply(x, Tensor._wrap(mask, x.device))
 

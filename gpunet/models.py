@@ -434,9 +434,12 @@ class Sequential:
         every = dp.check_every(steps)
         for step in range(steps):
             glo, ghi = step * batch_size, min(n, (step + 1) * batch_size)
-            xb, yb = _gather(xd, yd, order_d, *dp.shard(glo, ghi))
-            if self._distributed_train_step(dp, xb, yb, params, sums, epoch * steps + step, ghi - glo,
-                                            interrupt.pending):
+            lo, hi = dp.shard(glo, ghi)
+            xb, yb = _gather(xd, yd, order_d, lo, hi)
+            with random.batch_shard(ghi - glo, lo - glo, hi - glo):     # dropout masks: one process's rows
+                stopped = self._distributed_train_step(dp, xb, yb, params, sums, epoch * steps + step, ghi - glo,
+                                                       interrupt.pending)
+            if stopped:
                 return self._stop_at_non_finite_loss()
             agreed_stop = False
             if (step + 1) % every == 0 or step + 1 == steps:
@@ -485,7 +488,12 @@ class Sequential:
         """One step of ``fit(distributed=True)`` on this rank's shard ``xb`` of a global batch of
         ``n_global`` samples (the shard may be empty); True when the global loss was non-finite."""
         n = len(xb)
-        loss, grads, metric_sums = self._loss_and_gradients(xb, yb, params) if n else (None, None, ())
+        if n:
+            loss, grads, metric_sums = self._loss_and_gradients(xb, yb, params)
+        else:    # no rows here (a last batch smaller than the ranks): still draw what the layers draw (dropout)
+            loss, grads, metric_sums = None, None, ()
+            if self._step is None:
+                self._forward(Tensor._wrap(self._as_float(xb), self.device), training=True)
         grads, extra = dp.reduce(grads, loss, metric_sums, n, n_global, interrupt, self.stop_training)
         loss = extra[dp.LOSS]
         if self._guard.check(loss, step_id):

@@ -13,12 +13,15 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+
 from . import backend
 
 _np = backend.numpy
 _generator = _np.random.default_rng()
+_shard = None      # (global batch size, first row, end row) while fit(distributed=True) runs a step
 
-__all__ = ["seed", "generator", "get_state", "set_state"]
+__all__ = ["seed", "generator", "get_state", "set_state", "batch_uniform", "batch_shard"]
 
 
 def seed(value: int | None) -> None:
@@ -42,3 +45,27 @@ def get_state() -> dict:
 def set_state(state: dict) -> None:
     """Restore a state taken by :func:`get_state`."""
     _generator.bit_generator.state = state
+
+
+def batch_uniform(shape):
+    """Uniform float32 numbers in [0, 1) for a batch of ``shape`` (batch axis first), e.g. dropout masks.
+
+    Inside :func:`batch_shard` (each step of ``fit(distributed=True)``) the numbers one process
+    would draw for the whole global batch are drawn and this rank's rows returned: every rank's
+    generator stays in step, and the masks are those of a single-process run.
+    """
+    if _shard is None:
+        return _generator.random(shape, dtype=_np.float32)
+    n, lo, hi = _shard
+    return _generator.random((n,) + tuple(shape[1:]), dtype=_np.float32)[lo:hi]
+
+
+@contextlib.contextmanager
+def batch_shard(n_global: int, lo: int, hi: int):
+    """Within the block, batches are rows ``[lo, hi)`` of a global batch of ``n_global`` (see :func:`batch_uniform`)."""
+    global _shard
+    previous, _shard = _shard, (int(n_global), int(lo), int(hi))
+    try:
+        yield
+    finally:
+        _shard = previous

@@ -22,6 +22,8 @@ CONFIGS = {
     "sgd-nesterov-validation": dict(optimizer=("sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True)),
                                     jit="auto", n=200, batch=32, epochs=2, validation_split=0.2),
     "uint8-sparse-rescaling": dict(optimizer=("rmsprop", {}), jit="auto", n=160, batch=40, epochs=2, uint8=True),
+    # dropout masks equal one process's (last global batch of 1: rank 0 has no rows and still draws)
+    "dropout-uneven": dict(optimizer=("rmsprop", {}), jit="auto", n=129, batch=32, epochs=3, dropout=0.3),
 }
 
 
@@ -46,6 +48,8 @@ def build(cfg, seed=3):
         model.add(layers.Dense(32, activation="relu"))
     else:
         model.add(layers.Dense(32, activation="relu", input_shape=(20,)))
+    if cfg.get("dropout"):
+        model.add(layers.Dropout(cfg["dropout"]))
     model.add(layers.Dense(4, activation="softmax"))
     name, kwargs = cfg["optimizer"]
     loss = "sparse_categorical_crossentropy" if cfg.get("uint8") else "categorical_crossentropy"
