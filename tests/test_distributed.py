@@ -190,3 +190,22 @@ def test_shards_are_contiguous_cover_the_batch_once_and_differ_by_at_most_one(lo
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     sizes = [b - a for a, b in bounds]
     assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1 and sum(sizes) == n
+
+
+def test_an_uncaught_exception_on_one_rank_ends_the_job_instead_of_hanging(tmp_path):
+    _need_mpi()
+    script = tmp_path / "fails.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from gpunet import distributed, layers, models\n"
+        "distributed.init()\n"
+        "if distributed.rank() == 1:\n"
+        "    raise RuntimeError('rank 1 fails before fit')\n"
+        "model = models.Sequential([layers.Dense(2, activation='softmax', input_shape=(3,))])\n"
+        "model.compile(optimizer='sgd', loss='categorical_crossentropy')\n"
+        "model.fit(np.ones((8, 3)), np.eye(2)[np.arange(8) % 2], epochs=1, verbose=0, distributed=True)\n"
+        "print('rank 0 finished')\n")
+    proc = _mpirun(2, [script], timeout=120)      # without the abort, rank 0 would wait in fit forever
+    assert proc.returncode != 0
+    assert "rank 1 fails before fit" in proc.stderr
+    assert "rank 0 finished" not in proc.stdout
