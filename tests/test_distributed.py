@@ -209,3 +209,89 @@ def test_an_uncaught_exception_on_one_rank_ends_the_job_instead_of_hanging(tmp_p
     assert proc.returncode != 0
     assert "rank 1 fails before fit" in proc.stderr
     assert "rank 0 finished" not in proc.stdout
+
+
+# ------------------------------------------------------------------ the GPU transports, with stand-ins
+class _FakeGPU:
+    """A 'GPU' device for the transport: host arrays, copies on every transfer, a device context."""
+    is_gpu = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def to_host(self, a):
+        return np.array(a, copy=True)
+
+    def asarray(self, a):
+        return np.array(a, copy=True)
+
+
+class _FakeComm:
+    """MPI communicator of a 2-rank job in which the other rank holds the same values."""
+
+    def __init__(self):
+        self.calls = []
+
+    def bcast(self, obj, root=0):
+        self.calls.append(("bcast", root))
+        return obj
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        self.calls.append(("Allreduce", op))
+        recvbuf *= 2
+
+    def Bcast(self, buf, root=0):
+        self.calls.append(("Bcast", root))
+
+
+def _fake_ctx():
+    from types import SimpleNamespace
+    return SimpleNamespace(size=2, rank=1, is_root=False, comm=_FakeComm(),
+                           MPI=SimpleNamespace(IN_PLACE=object(), SUM="sum"))
+
+
+def test_gpu_buffers_without_nccl_go_through_host_memory(monkeypatch):
+    monkeypatch.setattr(gpunet.backend, "nccl_module", lambda: None)
+    ctx = _fake_ctx()
+    t = distributed._Transport(ctx, _FakeGPU())
+    buf = np.arange(5, dtype=np.float32)
+    t.allreduce_sum(buf)
+    np.testing.assert_array_equal(buf, 2 * np.arange(5, dtype=np.float32))
+    t.broadcast(buf, root=0)
+    assert t.kind == "mpi-host-staged" and ctx.comm.calls == [("Allreduce", "sum"), ("Bcast", 0)]
+
+
+def test_gpu_buffers_with_nccl_use_cupys_documented_call_order(monkeypatch):
+    """cupy.cuda.nccl.NcclCommunicator(ndev, commId, rank); allReduce(sendbuf, recvbuf, count, datatype, op,
+    stream); bcast(buff, count, datatype, root, stream) — the id travels over MPI from rank 0."""
+    from types import SimpleNamespace
+    calls = []
+
+    class Communicator:
+        def __init__(self, ndev, comm_id, rank):
+            calls.append(("init", ndev, comm_id, rank))
+
+        def allReduce(self, *args):
+            calls.append(("allReduce",) + args)
+
+        def bcast(self, *args):
+            calls.append(("bcast",) + args)
+
+    nccl = SimpleNamespace(NcclCommunicator=Communicator, get_unique_id=lambda: b"id-of-rank-0",
+                           NCCL_FLOAT32="f32", NCCL_FLOAT64="f64", NCCL_FLOAT16="f16", NCCL_INT64="i64",
+                           NCCL_INT32="i32", NCCL_SUM="sum")
+    monkeypatch.setattr(gpunet.backend, "nccl_module", lambda: nccl)
+    monkeypatch.setattr(gpunet.backend, "cupy_module",
+                        lambda: SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: SimpleNamespace(ptr=77))))
+    ctx = _fake_ctx()
+    ctx.comm.bcast = lambda obj, root=0: b"id-of-rank-0" if obj is None else obj   # rank 1 receives rank 0's id
+    t = distributed._Transport(ctx, _FakeGPU())
+    buf = SimpleNamespace(data=SimpleNamespace(ptr=1234), size=407054, dtype=np.dtype("float32"))
+    t.allreduce_sum(buf)
+    t.broadcast(buf, root=0)
+    assert t.kind == "nccl"
+    assert calls == [("init", 2, b"id-of-rank-0", 1), ("allReduce", 1234, 1234, 407054, "f32", "sum", 77),
+                     ("bcast", 1234, 407054, "f32", 0, 77)]
