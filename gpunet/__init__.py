@@ -31,7 +31,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'gpunet' has no attribute {name!r}")
 
 
-__all__ = ["Device", "DeviceMismatchError", "DeviceUnavailableError", "DistributedUnavailableError", "GradientTape", "NotCompiledError",
-           "ShapeError", "Tensor", "backend", "device", "free_memory", "get_default_device", "gpu_available",
+__all__ = ["Device", "DeviceMismatchError", "DeviceUnavailableError", "DistributedUnavailableError", "GradientTape",
+           "NotCompiledError", "ShapeError", "Tensor", "backend", "device", "free_memory", "get_default_device", "gpu_available",
            "is_recording", "memory_info", "naive", "no_grad", "ones", "ops", "random", "set_default_device",
            "tensor", "use_device", "zeros", *_LAZY]

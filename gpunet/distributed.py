@@ -302,8 +302,6 @@ class DataParallel:
         self.device = model.device
         self.transport = self.ctx.transport(self.device)
         self.buffer = self.grads = self.extra = None
-        self._host_extra = None
-        self.allreduce_calls = 0
 
     @property
     def rank(self):
@@ -375,7 +373,6 @@ class DataParallel:
         extra[self.INTERRUPT] = float(interrupt)
         extra[self.STOP] = float(stop)
         self.transport.allreduce_sum(self.buffer)
-        self.allreduce_calls += 1
         return self.grads, extra
 
     def flags(self):
@@ -383,20 +380,12 @@ class DataParallel:
         host = self.device.to_host(self.extra[self.INTERRUPT:self.METRICS])
         return bool(host[0] > 0), bool(host[1] > 0)
 
-    def check_every(self, steps: int) -> int:
-        """How often the host reads the agreed flags: every step on the CPU (they are host memory),
-        every 25 steps on a GPU (a device read) — the same steps on every rank."""
-        deferred = self.device.is_gpu or getattr(self.model, "_defer_loss_check", False)   # tests: GPU logic on CPU
+    @staticmethod
+    def check_every(steps: int, deferred: bool) -> int:
+        """How often the host reads the agreed flags: every step when the loss guard reads the loss on
+        the host anyway (CPU), every 25 steps when it is deferred (GPU: a device read) — the same steps
+        on every rank."""
         return max(1, min(25, steps)) if deferred else 1
-
-    def any_rank(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any rank (epoch ends: stop_training, Ctrl-C)."""
-        return bool(self.ctx.comm.allreduce(int(bool(flag)), op=self.ctx.MPI.MAX))
-
-    # -- evaluate --------------------------------------------------------------
-    def part(self, n: int):
-        """This rank's contiguous part ``[lo, hi)`` of ``n`` samples for evaluate."""
-        return self.shard(0, n)
 
     def sum_host(self, values) -> list:
         """Element-wise sum over ranks of a few host floats (float64)."""

@@ -370,11 +370,10 @@ class Sequential:
     def _fit_epoch(self, epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress, batch_logs, vx, vy,
                    interrupt) -> bool:
         """One epoch of :meth:`fit`; False when training must stop."""
+        if self._dp is not None:
+            return self._fit_epoch_distributed(self._dp, epoch, xd, yd, batch_size, steps, shuffle, params, cbs,
+                                               progress, batch_logs, vx, vy, interrupt)
         n = len(xd)
-        dp = self._dp
-        if dp is not None:
-            return self._fit_epoch_distributed(dp, epoch, xd, yd, batch_size, steps, shuffle, params, cbs, progress,
-                                               batch_logs, vx, vy, interrupt)
         order = random.generator().permutation(n) if shuffle else None
         order_d = self.device.asarray(order) if shuffle else None
         sums = _Sums(self.device.xp, len(self.metrics))
@@ -414,9 +413,9 @@ class Sequential:
             self.epochs_completed = epoch + 1   # before the callbacks, so a checkpoint saved now records it
         for cb in cbs:
             cb.on_epoch_end(epoch, logs)
-        if self._dp is not None:              # every rank takes the same decision
-            interrupt.pending = self._dp.any_rank(interrupt.pending)
-            self.stop_training = self._dp.any_rank(self.stop_training)
+        if self._dp is not None:              # every rank takes the same decision: any rank's Ctrl-C or stop
+            pending, stop = self._dp.sum_host([interrupt.pending, self.stop_training])
+            interrupt.pending, self.stop_training = pending > 0, stop > 0
         interrupt.check()
         return not self.stop_training
 
@@ -431,7 +430,7 @@ class Sequential:
         if shuffle:   # every rank draws (keeping the generators in step), rank 0's order is used
             order_d = self.device.asarray(dp.order(random.generator().permutation(n)))
         sums = _Sums(self.device.xp, len(self.metrics))
-        every = dp.check_every(steps)
+        every = dp.check_every(steps, self._guard.deferred)
         for step in range(steps):
             glo, ghi = step * batch_size, min(n, (step + 1) * batch_size)
             lo, hi = dp.shard(glo, ghi)
@@ -575,7 +574,7 @@ class Sequential:
             x, y = self._check_data(x, y, "evaluate")
         dp = self._data_parallel(distributed, "evaluate")
         if dp is not None:
-            lo, hi = dp.part(len(x))
+            lo, hi = dp.shard(0, len(x))
             x, y = x[lo:hi], y[lo:hi]
             verbose = verbose if dp.ctx.is_root else 0
         if not self.built:
