@@ -1,6 +1,8 @@
 """Activation functions by Keras name: ``relu``, ``sigmoid``, ``tanh``, ``softmax``, ``linear``.
 
-Each takes and returns a Tensor of any shape (softmax acts on the last axis).
+Each is an :class:`Activation`: call it on a Tensor of any shape (differentiable; softmax acts
+on the last axis), or use its array-level ``forward(xp, z)`` / ``backward(xp, g, y)`` pair
+(from :mod:`gpunet.functional`), which layers and the tapeless training step run directly.
 
 Example:
     >>> from gpunet import activations
@@ -9,36 +11,50 @@ Example:
 """
 from __future__ import annotations
 
-from . import ops
+from . import functional as F
 from ._registry import lookup
+from .tensor import apply, as_tensor
 
 
-def relu(x):
-    """``max(x, 0)``."""
-    return ops.relu(x)
+class Activation:
+    """A named element-wise (or, for softmax, last-axis) activation.
+
+    ``forward(xp, z, out=None)`` returns ``y``; ``backward(xp, g, y, out=None)`` returns the
+    gradient for ``z`` from the gradient ``g`` of ``y`` and from ``y`` alone (so ``z`` need not
+    be kept). ``out`` is an optional array to write into.
+    """
+
+    def __init__(self, name: str, forward, backward, doc: str):
+        self.name, self.forward, self.backward = name, forward, backward
+        self.__doc__ = doc
+
+    def _function(self, xp, z, **options):
+        y = self.forward(xp, z, **options)
+        return y, lambda g, n: (self.backward(xp, g, y, **options),)
+
+    def __call__(self, x, **options):
+        return apply(self._function, (as_tensor(x),), **options)
+
+    def __repr__(self):
+        return f"<activation {self.name}>"
 
 
-def sigmoid(x):
-    """``1 / (1 + exp(-x))``."""
-    return ops.sigmoid(x)
+def _identity(xp, z, out=None):
+    return z
 
 
-def tanh(x):
-    """Hyperbolic tangent."""
-    return ops.tanh(x)
+def _pass_gradient(xp, g, y, out=None):
+    return g
 
 
-def softmax(x, axis=-1):
-    """Probabilities along the last axis (rows sum to 1)."""
-    return ops.softmax(x, axis)
+relu = Activation("relu", F.relu_forward, F.relu_backward, "``max(x, 0)``.")
+sigmoid = Activation("sigmoid", F.sigmoid_forward, F.sigmoid_backward, "``1 / (1 + exp(-x))``.")
+tanh = Activation("tanh", F.tanh_forward, F.tanh_backward, "Hyperbolic tangent.")
+softmax = Activation("softmax", F.softmax_forward, F.softmax_backward,
+                     "Probabilities along the last axis (rows sum to 1); ``axis=`` picks another axis.")
+linear = Activation("linear", _identity, _pass_gradient, "The identity.")
 
-
-def linear(x):
-    """The identity."""
-    return x
-
-
-_TABLE = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "softmax": softmax, "linear": linear}
+_TABLE = {a.name: a for a in (relu, sigmoid, tanh, softmax, linear)}
 
 
 def get(identifier):
@@ -49,8 +65,5 @@ def get(identifier):
 
 
 def name_of(fn) -> str | None:
-    """The registry name of an activation function, or None for a user callable."""
-    for k, v in _TABLE.items():
-        if v is fn:
-            return k
-    return None
+    """The registry name of an activation, or None for a user callable."""
+    return fn.name if isinstance(fn, Activation) and _TABLE.get(fn.name) is fn else None

@@ -9,6 +9,10 @@ and sums the gradients that flow into each tensor (fan-out).
 
 When no tape is active, ops check one module-level list and record nothing.
 
+This module sits below :mod:`gpunet.tensor`: it records and differentiates any value with
+``data``, ``device`` and ``requires_grad`` (a Tensor), and wraps gradients with the source's
+own ``wrap``.
+
 Example:
     >>> import gpunet
     >>> w = gpunet.tensor([1.0, 2.0], requires_grad=True)
@@ -21,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-
-from .tensor import Tensor
 
 __all__ = ["GradientTape", "no_grad", "is_recording"]
 
@@ -120,8 +122,7 @@ class GradientTape:
                 "use GradientTape(persistent=True) to compute several gradients")
         if unconnected_gradients not in ("none", "zero"):
             raise ValueError(f"unconnected_gradients must be 'none' or 'zero', got {unconnected_gradients!r}")
-        if not isinstance(target, Tensor):
-            raise TypeError(f"target must be a gpunet Tensor, got {type(target).__name__}")
+        _check_tensor(target, "target must be a gpunet Tensor")
         xp = target.device.xp
         if output_gradients is None:
             seed = xp.ones(target.shape, dtype=target.dtype)
@@ -153,8 +154,7 @@ class GradientTape:
             self._tracked = {}
 
         def result(src):
-            if not isinstance(src, Tensor):
-                raise TypeError(f"sources must be gpunet Tensors, got {type(src).__name__}")
+            _check_tensor(src, "sources must be gpunet Tensors")
             g = grads.get(id(src))
             if g is None:
                 if unconnected_gradients == "none":
@@ -162,11 +162,16 @@ class GradientTape:
                 g = src.device.xp.zeros(src.shape, dtype=src.dtype)
             if g.shape != src.shape:  # a 0-d result of a reduction, say
                 g = g.reshape(src.shape)
-            return Tensor._wrap(g, src.device)
+            return type(src).wrap(g, src.device)
 
         if type(sources) is list and len(flat) == len(sources):    # the common case: a flat list
             return [result(src) for src in sources]
         return _map_structure(result, sources)
+
+
+def _check_tensor(value, requirement) -> None:
+    if not (hasattr(value, "requires_grad") and hasattr(type(value), "wrap")):
+        raise TypeError(f"{requirement}, got {type(value).__name__}")
 
 
 def _flatten(obj):

@@ -261,11 +261,6 @@ def memory_info() -> dict:
     return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
 
 
-def is_cupy_imported() -> bool:
-    """Whether this process has imported CuPy (through gpunet) yet."""
-    return _cupy is not None
-
-
 def array_module_of(array):
     """NumPy or CuPy, whichever owns ``array`` (host numpy for non-arrays)."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):

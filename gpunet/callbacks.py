@@ -1,8 +1,10 @@
 """Training callbacks: progress display, History, EarlyStopping, ModelCheckpoint, TerminateOnNaN.
 
 A callback overrides any of ``on_train_begin/end(logs)``, ``on_epoch_begin/end(epoch, logs)``
-and ``on_train_batch_end(batch, logs)``; ``self.model`` is set by ``fit``. Setting
-``model.stop_training = True`` ends training after the current step.
+and ``on_train_batch_end(batch, logs)``; ``fit`` sets ``self.model`` and ``self.params``
+(``epochs``, ``steps``, ``batch_size``, ``samples``, ``verbose``, and ``rank``: this process's
+rank in ``fit(distributed=True)``, else 0) and runs them all through a :class:`CallbackList`.
+Setting ``model.stop_training = True`` ends training after the current step.
 """
 from __future__ import annotations
 
@@ -12,17 +14,22 @@ import shutil
 import sys
 import time
 
-__all__ = ["Callback", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN"]
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "MonitorCallback", "EarlyStopping",
+           "ModelCheckpoint", "TerminateOnNaN"]
 
 
 class Callback:
     """Base class; every hook does nothing."""
 
     model = None
+    params: dict = {}
     wants_batch_logs = False   # True: fit reads the loss back every step for on_train_batch_end
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params: dict):
+        self.params = params
 
     def on_train_begin(self, logs=None): pass
     def on_train_end(self, logs=None): pass
@@ -71,6 +78,11 @@ def _fmt_step(seconds: float) -> str:
     return f"{seconds * 1e6:.0f}us/step"
 
 
+def format_evaluation(steps: int, seconds: float, logs: dict) -> str:
+    """``313/313 - 1s 2ms/step - accuracy: 0.9785 - loss: 0.0712``: the line ``evaluate`` prints."""
+    return f"{steps}/{steps} - {_fmt_time(seconds)} {_fmt_step(seconds / max(steps, 1))} - {format_logs(logs)}"
+
+
 def format_logs(logs: dict) -> str:
     """``accuracy: 0.9273 - loss: 0.2524`` (names sorted, as Keras 3 prints them)."""
     return " - ".join(f"{k}: {v:.4f}" for k, v in sorted(logs.items()))
@@ -96,8 +108,8 @@ class ProgbarLogger(Callback):
         self._t0 = 0.0
 
     def on_train_begin(self, logs=None):
-        self.epochs = self.model._fit_params["epochs"]
-        self.steps = self.model._fit_params["steps"]
+        self.epochs = self.params["epochs"]
+        self.steps = self.params["steps"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = self._last = time.perf_counter()
@@ -142,7 +154,32 @@ class ProgbarLogger(Callback):
         self.stream.flush()
 
 
-class EarlyStopping(Callback):
+class MonitorCallback(Callback):
+    """Base of callbacks that watch one logged value: ``monitor``, ``mode`` ('min', 'max', or 'auto':
+    max for accuracy-like names) and ``min_delta``, the least change that counts as better."""
+
+    def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{type(self).__name__} mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        self.min_delta = abs(float(min_delta))
+
+    def worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
+
+    def is_improvement(self, value, best) -> bool:
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+    def monitored_value(self, logs):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"{type(self).__name__} monitors {self.monitor!r} but the logs only have "
+                           f"{sorted(logs or {})}; pass validation data or monitor one of those")
+        return value
+
+
+class EarlyStopping(MonitorCallback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
     ``mode`` is 'min', 'max' or 'auto' (max for accuracy-like names). With
@@ -151,31 +188,22 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping mode must be 'auto', 'min' or 'max', got {mode!r}")
-        self.monitor, self.patience, self.verbose = monitor, int(patience), verbose
-        self.min_delta = abs(float(min_delta))
-        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        super().__init__(monitor, mode, min_delta)
+        self.patience, self.verbose = int(patience), verbose
         self.baseline, self.restore_best_weights = baseline, restore_best_weights
         self.stopped_epoch = 0
 
     def on_train_begin(self, logs=None):
         self.wait = 0
-        self.best = self.baseline if self.baseline is not None else (math.inf if self.mode == "min" else -math.inf)
+        self.best = self.baseline if self.baseline is not None else self.worst()
         self.best_weights = None
         self.best_epoch = 0
         self.stopped_epoch = 0
 
-    def _better(self, value):
-        return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
-
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r} but the logs only have "
-                           f"{sorted(logs or {})}; pass validation data or monitor one of those")
+        value = self.monitored_value(logs)
         self.wait += 1
-        if self._better(value):
+        if self.is_improvement(value, self.best):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
@@ -189,7 +217,7 @@ class EarlyStopping(Callback):
                       f"at epoch {self.best_epoch + 1})")
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Save the model after every epoch, or only when ``monitor`` improves (``save_best_only``).
 
     By default (as in Keras) a full training checkpoint is written with ``model.save``:
@@ -204,25 +232,19 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto",
                  save_weights_only=False):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"ModelCheckpoint mode must be 'auto', 'min' or 'max', got {mode!r}")
-        self.filepath, self.monitor, self.verbose = os.fspath(filepath), monitor, verbose
+        super().__init__(monitor, mode)
+        self.filepath, self.verbose = os.fspath(filepath), verbose
         self.save_best_only, self.save_weights_only = save_best_only, bool(save_weights_only)
-        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best = self.worst()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        dp = getattr(self.model, "_dp", None)
-        if dp is not None and not dp.ctx.is_root:     # fit(distributed=True): rank 0 writes, the weights are equal
+        if self.params.get("rank", 0) != 0:     # fit(distributed=True): rank 0 writes, the weights are equal
             return
         path = self.filepath.format(epoch=epoch + 1, **logs)
         if self.save_best_only:
-            value = logs.get(self.monitor)
-            if value is None:
-                raise KeyError(f"ModelCheckpoint monitors {self.monitor!r} but the logs only have {sorted(logs)}")
-            better = value < self.best if self.mode == "min" else value > self.best
-            if not better:
+            value = self.monitored_value(logs)
+            if not self.is_improvement(value, self.best):
                 return
             self.best = value
         (self.model.save_weights if self.save_weights_only else self.model.save)(path)
@@ -243,3 +265,52 @@ class TerminateOnNaN(Callback):
         if loss is not None and not math.isfinite(loss):
             print(f"Batch {batch}: invalid loss {loss}, terminating training")
             self.model.stop_training = True
+
+
+class CallbackList:
+    """The callbacks of one ``fit``: :class:`History` first, then the progress bar (``verbose``
+    1 or 2), then the user's, in order; each ``on_*`` hook calls every one of them."""
+
+    def __init__(self, callbacks, model, params: dict):
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be gpunet.callbacks.Callback instances, got {type(cb).__name__}")
+        self.history = History()
+        self.progress = ProgbarLogger(params["verbose"]) if params["verbose"] else None
+        self.callbacks = [self.history] + ([self.progress] if self.progress else []) + callbacks
+        self.history.params = dict(params)
+        self.wants_batch_logs = any(cb.wants_batch_logs for cb in self.callbacks)
+        for cb in self.callbacks:
+            cb.set_model(model)
+            cb.set_params(params)
+
+    def reads_logs_after(self, step: int) -> bool:
+        """Will the batch-end hooks or a progress refresh read the running logs after ``step`` (1-based)?"""
+        return self.wants_batch_logs or (self.progress is not None and self.progress.wants_refresh(step))
+
+    def on_train_begin(self, logs=None):
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs_fn):
+        """Batch-end hooks (when some want them) and a progress refresh (when due); ``logs_fn(last)``
+        gives the running logs (``last``: the batch's own loss, as Keras' batch logs)."""
+        if self.wants_batch_logs:
+            logs = logs_fn(True)
+            for cb in self.callbacks:
+                cb.on_train_batch_end(batch, logs)
+        if self.progress is not None and self.progress.wants_refresh(batch + 1):
+            self.progress.refresh(batch + 1, logs_fn(False))

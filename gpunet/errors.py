@@ -25,3 +25,7 @@ class NotCompiledError(RuntimeError):
 
 class DistributedUnavailableError(RuntimeError):
     """Distributed training was asked for but mpi4py or an MPI library is missing."""
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable gpunet checkpoint, or a model that cannot be saved as one."""

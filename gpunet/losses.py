@@ -4,11 +4,13 @@ Names: ``categorical_crossentropy``, ``sparse_categorical_crossentropy``,
 ``binary_crossentropy``, ``mean_squared_error`` (``mse``),
 ``mean_absolute_error`` (``mae``). Cross-entropies take ``from_logits``.
 
-When a model's last layer is ``softmax`` (``sigmoid``) and its loss is a
-categorical (binary) cross-entropy on probabilities, the model trains on the
-logits with the fused, numerically stable op instead: the loss value is the
-same where the clipped form is finite, and its gradient is exactly
-``(p - y) / batch`` (see :meth:`Loss.from_logits_loss`).
+When a model's last activation is ``softmax`` (``sigmoid``) and its loss is a
+categorical (binary) cross-entropy on probabilities, the trainer computes the
+loss on the logits instead (:attr:`Loss.logits_activation`,
+:meth:`Loss.from_logits_loss`): the value is the same where the clipped form is
+finite, and the gradient is exactly ``(p - y) / batch``. The categorical ones
+also have an array-level form (:meth:`Loss.logits_function`, the fused
+softmax-cross-entropy kernel) that the tapeless training step runs directly.
 
 Example:
     >>> from gpunet import losses
@@ -18,9 +20,10 @@ Example:
 """
 from __future__ import annotations
 
-from . import ops
+from . import functional as F, ops
 from ._registry import lookup
-from .tensor import Tensor, as_tensor
+from .errors import CheckpointError
+from .tensor import Tensor, apply, as_tensor
 
 EPSILON = 1e-7   # Keras' backend epsilon, used to clip probabilities
 
@@ -29,7 +32,7 @@ class Loss:
     """Base class: ``loss(y_true, y_pred)`` -> mean over the batch of the per-sample loss."""
 
     name = "loss"
-    fused_activation: str | None = None    # the final activation this loss can fuse with
+    logits_activation: str | None = None    # the output activation whose logits this loss can take instead
 
     def __init__(self, from_logits: bool = False, name: str | None = None):
         self.from_logits = from_logits
@@ -46,8 +49,14 @@ class Loss:
         raise NotImplementedError
 
     def from_logits_loss(self, y_true, logits) -> Tensor:
-        """The mean loss computed from the logits of :attr:`fused_activation` (stable, fused)."""
-        raise NotImplementedError
+        """The mean loss computed from the logits of :attr:`logits_activation` (numerically stable)."""
+        if self.logits_function is None:
+            raise NotImplementedError(f"{type(self).__name__} cannot be computed from logits")
+        return apply(self.logits_function, (as_tensor(logits), y_true))
+
+    # ``logits_function(xp, logits, y_true) -> (loss, backward)``: the array-level loss on the logits
+    # (a :mod:`gpunet.functional`-style function), or None where only the Tensor form exists.
+    logits_function = None
 
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
@@ -57,12 +66,11 @@ class CategoricalCrossentropy(Loss):
     """``-sum(y * log(p))`` per sample; ``y`` one-hot (or probabilities) ``(batch, classes)``."""
 
     name = "categorical_crossentropy"
-    fused_activation = "softmax"
-    sparse = False
+    logits_activation = "softmax"
 
-    def from_logits_loss(self, y_true, logits):
-        logits = as_tensor(logits)
-        return ops.softmax_cross_entropy(logits, as_tensor(y_true, logits.device), sparse=self.sparse)
+    @staticmethod
+    def logits_function(xp, logits, y_true):
+        return F.softmax_cross_entropy(xp, logits, y_true, sparse=False)
 
     def per_sample(self, y_true, y_pred):
         p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
@@ -73,12 +81,10 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Like categorical cross-entropy with integer class labels ``(batch,)`` as targets."""
 
     name = "sparse_categorical_crossentropy"
-    sparse = True
 
-    def from_logits_loss(self, y_true, logits):
-        logits = as_tensor(logits)
-        y = as_tensor(y_true, logits.device)
-        return ops.softmax_cross_entropy(logits, y.reshape((-1,)).astype("int64"), sparse=True)
+    @staticmethod
+    def logits_function(xp, logits, y_true):
+        return F.softmax_cross_entropy(xp, logits, y_true.reshape(-1).astype("int64"), sparse=True)
 
     def per_sample(self, y_true, y_pred):
         idx = y_true.reshape((-1,)).astype("int64").data
@@ -91,7 +97,7 @@ class BinaryCrossentropy(Loss):
     """``-(y log p + (1 - y) log(1 - p))`` averaged over the last axis."""
 
     name = "binary_crossentropy"
-    fused_activation = "sigmoid"
+    logits_activation = "sigmoid"
 
     def from_logits_loss(self, y_true, logits):
         z = as_tensor(logits)
@@ -136,7 +142,7 @@ class _FunctionLoss(Loss):
         return out if out.ndim == 0 else ops.mean(out)
 
 
-_TABLE = {
+CLASSES = {
     "categorical_crossentropy": CategoricalCrossentropy, "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "binary_crossentropy": BinaryCrossentropy, "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
@@ -149,13 +155,28 @@ def get(identifier) -> Loss:
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Loss):
         return identifier()
-    found = lookup("loss", identifier, _TABLE)
+    found = lookup("loss", identifier, CLASSES)
     if isinstance(found, type):
         obj = found()
         if isinstance(identifier, str):
             obj.name = identifier.lower() if identifier.lower() in ("mse", "mae") else obj.name
         return obj
     return _FunctionLoss(found)
+
+
+def serialize(loss) -> dict:
+    """``{'class', 'name', 'from_logits'}`` of a built-in loss (CheckpointError for a custom one)."""
+    cls = type(loss)
+    if cls not in set(CLASSES.values()):
+        raise CheckpointError(f"loss {getattr(loss, 'name', loss)!r} is a custom function; model.save cannot store "
+                              "it (use a built-in loss name, or model.save_weights(path))")
+    return {"class": cls.__name__, "name": loss.name, "from_logits": bool(loss.from_logits)}
+
+
+def deserialize(config: dict) -> Loss:
+    """The loss :func:`serialize` described."""
+    classes = {cls.__name__: cls for cls in CLASSES.values()}
+    return classes[config["class"]](from_logits=config["from_logits"], name=config["name"])
 
 
 # Keras-style function aliases returning per-sample losses

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from . import losses as _losses
 from ._registry import lookup
+from .errors import CheckpointError
 
 
 class Metric:
     """``batch_sum(y_true, y_pred, logits)`` -> the metric summed over the batch (device 0-d array).
 
     ``y_pred`` is a Tensor of the model's outputs; when ``logits`` is true they are the
-    pre-activation values of a fused softmax/sigmoid (see :mod:`gpunet.losses`).
+    values before the output softmax/sigmoid (the loss was computed on the logits, see :mod:`gpunet.losses`).
     """
 
     needs_probabilities = True
@@ -72,7 +73,7 @@ class LossMetric(Metric):
         return self.loss(y_true, y_pred).data * y_pred.shape[0]
 
 
-def get(identifier, loss=None) -> Metric:
+def get(identifier) -> Metric:
     """A :class:`Metric` from a name (``'accuracy'``, ``'acc'``, a loss name) or a callable."""
     if isinstance(identifier, Metric):
         return identifier
@@ -81,8 +82,25 @@ def get(identifier, loss=None) -> Metric:
     if isinstance(identifier, str) and identifier.lower() in ("categorical_accuracy", "sparse_categorical_accuracy",
                                                               "binary_accuracy"):
         return Accuracy(name=identifier, kind=identifier.lower().split("_")[0])
-    names = dict(_losses._TABLE)
+    names = dict(_losses.CLASSES)
     names.update(accuracy=None, acc=None)
     lookup("metric", identifier, names)     # raises with the list of valid names
     fn = _losses.get(identifier)
     return LossMetric(identifier if isinstance(identifier, str) else fn.name, fn)
+
+
+def serialize(metric) -> dict:
+    """A JSON-able description of a built-in metric (CheckpointError for a custom one)."""
+    if type(metric) is Accuracy:
+        return {"class": "Accuracy", "name": metric.name, "kind": metric.kind}
+    if type(metric) is LossMetric and type(metric.loss) in _losses.CLASSES.values():
+        return {"class": "LossMetric", "name": metric.name, "loss": _losses.serialize(metric.loss)}
+    raise CheckpointError(f"metric {getattr(metric, 'name', metric)!r} is a custom function; model.save cannot "
+                          "store it (use built-in metric names, or model.save_weights(path))")
+
+
+def deserialize(config: dict) -> Metric:
+    """The metric :func:`serialize` described."""
+    if config["class"] == "Accuracy":
+        return Accuracy(name=config["name"], kind=config["kind"])
+    return LossMetric(config["name"], _losses.deserialize(config["loss"]))

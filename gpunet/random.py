@@ -47,17 +47,19 @@ def set_state(state: dict) -> None:
     _generator.bit_generator.state = state
 
 
-def batch_uniform(shape):
-    """Uniform float32 numbers in [0, 1) for a batch of ``shape`` (batch axis first), e.g. dropout masks.
+def batch_uniform(shape, generator=None):
+    """Uniform float32 numbers in [0, 1) for a batch of ``shape`` (batch axis first), e.g. dropout masks,
+    from ``generator`` (default: gpunet's).
 
     Inside :func:`batch_shard` (each step of ``fit(distributed=True)``) the numbers one process
     would draw for the whole global batch are drawn and this rank's rows returned: every rank's
     generator stays in step, and the masks are those of a single-process run.
     """
+    rng = _generator if generator is None else generator
     if _shard is None:
-        return _generator.random(shape, dtype=_np.float32)
+        return rng.random(shape, dtype=_np.float32)
     n, lo, hi = _shard
-    return _generator.random((n,) + tuple(shape[1:]), dtype=_np.float32)[lo:hi]
+    return rng.random((n,) + tuple(shape[1:]), dtype=_np.float32)[lo:hi]
 
 
 @contextlib.contextmanager

@@ -1,22 +1,28 @@
-"""Full training checkpoints: ``model.save(path)`` and ``models.load_model(path)``.
+"""Weights files and full training checkpoints: ``save_weights``/``load_weights``, ``model.save(path)``
+and ``models.load_model(path)``.
 
-A checkpoint is one ``.npz`` file (a zip NumPy reads with ``allow_pickle=False``)
-holding everything needed to continue training exactly where it stopped:
+Both are one ``.npz`` file (a zip NumPy reads with ``allow_pickle=False``) holding ``weight/NNNN``,
+every weight in model order. A checkpoint also holds everything needed to continue training
+exactly where it stopped:
 
-* ``config`` — JSON: the architecture (each layer's class and config), the
-  compile settings (optimizer with its hyper-parameters, loss, metrics), the
-  optimizer's iteration count, the number of completed epochs and the state of
-  :mod:`gpunet.random` (which draws shuffles and dropout masks);
-* ``weight/NNNN`` — every weight, in model order;
-* ``slot/I/NAME`` — the optimizer's slots of weight ``I`` (RMSprop scaled velocity, Adam m and v ...).
+* ``config`` — JSON: the architecture (each layer's class and config), the compile settings
+  (optimizer with its hyper-parameters, loss, metrics), the optimizer's iteration count, the
+  number of completed epochs, the state of :mod:`gpunet.random` (which draws shuffles and
+  dropout masks) and any layer state (a seeded Dropout's generator);
+* ``slot/I/NAME`` — the optimizer's slots of weight ``I``, under Keras' names (RMSprop
+  velocity, Adam momentum and velocity ...).
 
-The file is written atomically (:func:`gpunet.fileio.atomic_write`): a crash or
-a kill during ``save`` leaves the previous file complete. Everything that cannot
-be saved (a custom layer, loss or metric) is refused before the file is touched.
+Files are written atomically (:func:`gpunet.fileio.atomic_write`): a crash or a kill during a
+save leaves the previous file complete. Everything that cannot be saved (a custom layer, loss
+or metric) is refused before the file is touched. Weights files of gpunet before 0.1.1 (keys
+``wNNNN:name``) still load.
 
-Resuming on CPU is bit-exact: a model saved at the end of epoch ``k`` and
-trained on with ``fit(..., initial_epoch=model.epochs_completed)`` ends with
-exactly the weights of a run that was never interrupted.
+Resuming on CPU is bit-exact: a model saved at the end of epoch ``k`` and trained on with
+``fit(..., initial_epoch=model.epochs_completed)`` ends with exactly the weights of a run that
+was never interrupted.
+
+This module knows models only through their public methods; :func:`gpunet.models.load_model`
+gives it the model class to rebuild.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import zipfile
 
 from . import backend, layers as _layers, losses as _losses, metrics as _metrics, optimizers as _optimizers
 from . import random
+from .errors import CheckpointError, ShapeError
 from .fileio import atomic_write
 
 np = backend.numpy
@@ -33,72 +40,87 @@ np = backend.numpy
 FORMAT = "gpunet.checkpoint"
 VERSION = 1
 
-LAYER_CLASSES = {cls.__name__: cls for cls in (_layers.Dense, _layers.Activation, _layers.Flatten,
-                                               _layers.Dropout, _layers.Rescaling, _layers.InputLayer)}
-LOSS_CLASSES = {cls.__name__: cls for cls in set(_losses._TABLE.values())}
+__all__ = ["CheckpointError", "save_weights", "load_weights", "save_model", "load_model", "read_checkpoint",
+           "model_config"]
 
 
-class CheckpointError(ValueError):
-    """A file that is not a readable gpunet checkpoint, or a model that cannot be saved as one."""
+def _weight_key(i: int) -> str:
+    return f"weight/{i:04d}"
 
 
-# ----------------------------------------------------------------------------- save
+def _require_built(model, what):
+    if not model.built:
+        raise ValueError(f"the model has no weights yet: build it (give the first layer input_shape, or call "
+                         f"fit/predict) before {what}")
+
+
+def read_npz(filepath, what: str) -> dict:
+    """Every array of the ``.npz`` file (no pickles); FileNotFoundError / CheckpointError naming ``what``."""
+    filepath = os.fspath(filepath)
+    if not os.path.exists(filepath):
+        raise FileNotFoundError(f"no {what} file at {filepath!r}")
+    try:
+        with np.load(filepath, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
+        raise CheckpointError(f"{filepath}: not a readable gpunet {what} (truncated or corrupt: {exc}); "
+                              "nothing was changed") from None
+
+
+def weight_arrays(arrays: dict) -> list:
+    """The weights of a weights file or checkpoint, in model order (legacy ``wNNNN:name`` keys too)."""
+    keys = sorted(k for k in arrays if k.startswith("weight/"))
+    if not keys:
+        keys = sorted(k for k in arrays if k[:1] == "w" and k[1:5].isdigit() and k[5:6] == ":")
+    return [arrays[k] for k in keys]
+
+
+# ----------------------------------------------------------------------------- weights files
+def save_weights(model, filepath) -> None:
+    """Write all weights to ``filepath`` (``.npz``), atomically."""
+    _require_built(model, "save_weights")
+    arrays = {_weight_key(i): w.numpy() for i, w in enumerate(model.weights)}
+    with atomic_write(filepath) as f:
+        np.savez(f, **arrays)
+
+
+def load_weights(model, filepath) -> None:
+    """Load the weights of a weights file or a checkpoint; ``model`` is unchanged if anything does not match."""
+    if not model.built:
+        raise ValueError("build the model before load_weights (give the first layer input_shape, or call "
+                         "model.build((None, features)))")
+    found = weight_arrays(read_npz(filepath, "weights"))
+    ws = model.weights
+    for w, a in zip(ws, found):
+        if a.shape != w.shape:
+            raise ShapeError(f"{filepath}: weight {w.name!r} (layer {w.name.split('/')[0]!r}) expects shape "
+                             f"{w.shape}, the file has {a.shape}; the file was saved from another architecture")
+    if len(found) != len(ws):
+        missing = f"; first missing: {ws[len(found)].name!r} of shape {ws[len(found)].shape}" if len(found) < len(ws) else ""
+        raise ValueError(f"{filepath}: has {len(found)} weight arrays but the model has {len(ws)}{missing}")
+    model.set_weights(found)
+
+
+# ----------------------------------------------------------------------------- checkpoints
 def model_config(model) -> dict:
     """The JSON-able description of ``model`` (architecture + compile), or CheckpointError naming
     the first part that cannot be described."""
-    layer_cfgs = []
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if LAYER_CLASSES.get(cls) is not type(layer):
-            raise CheckpointError(f"layer {layer.name!r} is a {cls}, not a built-in gpunet layer, so model.save "
-                                  "cannot rebuild it; save the weights with model.save_weights(path) instead")
-        cfg = layer.get_config()
-        if "activation" in cfg and cfg["activation"] is None:
-            raise CheckpointError(f"layer {layer.name!r} uses a custom activation function, which model.save cannot "
-                                  "store; use a built-in activation name or model.save_weights(path)")
-        layer_cfgs.append({"class": cls, "config": _jsonable(cfg)})
-    cfg = {"name": model.name, "built_input_shape": _jsonable(model._input_shape), "layers": layer_cfgs,
-           "compile": None}
+    cfg = {**model.get_config(), "compile": None}
     if model.compiled:
-        cfg["compile"] = {"optimizer": _optimizer_config(model.optimizer), "loss": _loss_config(model.loss),
-                          "metrics": [_metric_config(m) for m in model.metrics]}
-    return cfg
-
-
-def _optimizer_config(opt):
-    if _optimizers._TABLE.get(opt.name) is not type(opt):
-        raise CheckpointError(f"optimizer {type(opt).__name__} is not a built-in gpunet optimizer; model.save cannot "
-                              "store it (use model.save_weights(path))")
-    return {"name": opt.name, "config": opt.get_config()}
-
-
-def _loss_config(loss):
-    cls = type(loss).__name__
-    if LOSS_CLASSES.get(cls) is not type(loss):
-        raise CheckpointError(f"loss {getattr(loss, 'name', loss)!r} is a custom function; model.save cannot store "
-                              "it (use a built-in loss name, or model.save_weights(path))")
-    return {"class": cls, "name": loss.name, "from_logits": bool(loss.from_logits)}
-
-
-def _metric_config(m):
-    if type(m) is _metrics.Accuracy:
-        return {"class": "Accuracy", "name": m.name, "kind": m.kind}
-    if type(m) is _metrics.LossMetric and type(m.loss) in LOSS_CLASSES.values():
-        return {"class": "LossMetric", "name": m.name, "loss": _loss_config(m.loss)}
-    raise CheckpointError(f"metric {getattr(m, 'name', m)!r} is a custom function; model.save cannot store it "
-                          "(use built-in metric names, or model.save_weights(path))")
+        cfg["compile"] = {"optimizer": _optimizers.serialize(model.optimizer), "loss": _losses.serialize(model.loss),
+                          "metrics": [_metrics.serialize(m) for m in model.metrics]}
+    return _jsonable(cfg)
 
 
 def save_model(model, filepath) -> None:
     """Write ``model``'s full checkpoint to ``filepath`` (atomically; see the module docstring)."""
-    if not model.built:
-        raise ValueError("the model has no weights yet: build it (give the first layer input_shape, or call "
-                         "fit/predict) before model.save")
+    _require_built(model, "model.save")
     config = model_config(model)                      # refuses unsaveable models before any write
     weights = model.weights
-    arrays = {f"weight/{i:04d}": w.numpy() for i, w in enumerate(weights)}
+    arrays = {_weight_key(i): w.numpy() for i, w in enumerate(weights)}
     state = {"epochs_completed": int(model.epochs_completed), "rng_state": random.get_state(),
-             "optimizer_iterations": 0, "weight_names": [w.name for w in weights]}
+             "optimizer_iterations": 0, "weight_names": [w.name for w in weights],
+             "layer_states": {layer.name: layer.get_state() for layer in model.layers if layer.get_state()}}
     if model.compiled:
         opt_state = model.optimizer.get_state(weights)
         state["optimizer_iterations"] = int(opt_state.pop("iterations"))
@@ -109,20 +131,12 @@ def save_model(model, filepath) -> None:
         np.savez(f, **arrays)
 
 
-# ----------------------------------------------------------------------------- load
 def read_checkpoint(filepath) -> tuple[dict, dict]:
     """``(doc, arrays)`` of a checkpoint file; CheckpointError if it is not one (or is damaged)."""
-    filepath = os.fspath(filepath)
-    if not os.path.exists(filepath):
-        raise FileNotFoundError(f"no checkpoint file at {filepath!r}")
-    try:
-        with np.load(filepath, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
-        raise CheckpointError(f"{filepath}: not a readable gpunet checkpoint (truncated or corrupt: {exc})") from None
+    arrays = read_npz(filepath, "checkpoint")
     if "config" not in arrays:
-        hint = (" it looks like a weights file: build the model and call model.load_weights(path)"
-                if any(k.startswith("w") for k in arrays) else "")
+        hint = " it looks like a weights file: build the model and call model.load_weights(path)" \
+            if weight_arrays(arrays) else ""
         raise CheckpointError(f"{filepath}: not a gpunet checkpoint (no config entry);{hint}")
     try:
         doc = json.loads(str(arrays.pop("config")))
@@ -136,56 +150,34 @@ def read_checkpoint(filepath) -> tuple[dict, dict]:
     return doc, arrays
 
 
-def load_model(filepath, device=None, compile: bool = True, restore_rng: bool = True):  # noqa: A002
-    """Rebuild a model saved by ``model.save(filepath)``: architecture, weights, optimizer
-    state, ``model.epochs_completed`` and (``restore_rng=True``) the state of
-    :mod:`gpunet.random`, so that ``fit(..., initial_epoch=model.epochs_completed)``
-    continues the interrupted run exactly.
-
-    Args:
-        device: where to put the model (default: the default device); a checkpoint written
-            on a GPU loads on the CPU and vice versa.
-        compile: also restore the optimizer, loss and metrics (when the model was compiled).
-    """
-    from .models import Sequential
+def load_model(filepath, model_class, device=None, compile: bool = True, restore_rng: bool = True):  # noqa: A002
+    """Rebuild a ``model_class`` saved by ``model.save(filepath)`` (see :func:`gpunet.models.load_model`)."""
     doc, arrays = read_checkpoint(filepath)
     cfg, state = doc["model"], doc["state"]
     try:
-        model = Sequential(device=device, name=cfg["name"])
-        for spec in cfg["layers"]:
-            model.add(LAYER_CLASSES[spec["class"]](**_tuples(spec["config"])))
-        if not model.built and cfg["built_input_shape"] is not None:
-            model.build(tuple(cfg["built_input_shape"]))
+        model = model_class.from_config(cfg, device=device)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{filepath}: the checkpoint's architecture cannot be rebuilt ({exc!r})") from None
     weights = model.weights
-    values = [arrays.get(f"weight/{i:04d}") for i in range(len(weights))]
-    for w, v in zip(weights, values):
+    values = weight_arrays(arrays)
+    for i, w in enumerate(weights):
+        v = values[i] if i < len(values) else None
         if v is None or v.shape != w.shape:
             raise CheckpointError(f"{filepath}: weight {w.name!r} is missing or has the wrong shape "
                                   f"({None if v is None else v.shape}, expected {w.shape})")
-    model.set_weights(values)
+    model.set_weights(values[:len(weights)])
     model.epochs_completed = int(state["epochs_completed"])
+    for layer in model.layers:
+        layer.set_state(state.get("layer_states", {}).get(layer.name, {}))
     comp = cfg.get("compile")
     if compile and comp is not None:
-        opt = comp["optimizer"]
-        model.compile(optimizer=_optimizers._TABLE[opt["name"]](**opt["config"]), loss=_loss_from_config(comp["loss"]),
-                      metrics=[_metric_from_config(m) for m in comp["metrics"]])
+        model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]), loss=_losses.deserialize(comp["loss"]),
+                      metrics=[_metrics.deserialize(m) for m in comp["metrics"]])
         slots = {k[len("slot/"):]: v for k, v in arrays.items() if k.startswith("slot/")}
         model.optimizer.set_state(weights, {"iterations": state["optimizer_iterations"], **slots})
     if restore_rng:
         random.set_state(state["rng_state"])
     return model
-
-
-def _loss_from_config(loss):
-    return LOSS_CLASSES[loss["class"]](from_logits=loss["from_logits"], name=loss["name"])
-
-
-def _metric_from_config(m):
-    if m["class"] == "Accuracy":
-        return _metrics.Accuracy(name=m["name"], kind=m["kind"])
-    return _metrics.LossMetric(m["name"], _loss_from_config(m["loss"]))
 
 
 def _jsonable(obj):
@@ -198,7 +190,3 @@ def _jsonable(obj):
     if isinstance(obj, np.floating):
         return float(obj)
     return obj
-
-
-def _tuples(cfg: dict) -> dict:
-    return {k: tuple(v) if k == "input_shape" and v is not None else v for k, v in cfg.items()}

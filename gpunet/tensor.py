@@ -1,9 +1,10 @@
 """The Tensor: one array of a device, plus what autograd needs to know.
 
-A :class:`Tensor` wraps an ``xp`` array (NumPy on CPU devices, CuPy on GPU
-devices) together with its :class:`~gpunet.backend.Device`. Operators
-(``+ - * / @ **``, indexing, ``reshape`` ...) call :mod:`gpunet.ops`, which
-records them on any active :class:`~gpunet.GradientTape`.
+A :class:`Tensor` wraps an ``xp`` array (NumPy on CPU devices, CuPy on GPU devices) together
+with its :class:`~gpunet.backend.Device`. Operators (``+ - * / @ **``, indexing, ``reshape``
+...) run the array functions of :mod:`gpunet.functional` through :func:`apply`, which records
+them on any active :class:`~gpunet.GradientTape`. :mod:`gpunet.ops` offers the same operations
+as functions.
 
 Example:
     >>> import gpunet
@@ -18,10 +19,13 @@ Example:
 """
 from __future__ import annotations
 
-from . import backend
-from .backend import Device
+import numbers
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "as_tensor"]
+from . import autograd, backend, functional as F
+from .backend import Device
+from .errors import DeviceMismatchError
+
+__all__ = ["Tensor", "tensor", "zeros", "ones", "as_tensor", "apply"]
 
 _np = backend.numpy
 
@@ -55,8 +59,8 @@ class Tensor:
         self.name = name
 
     @classmethod
-    def _wrap(cls, array, device: Device) -> "Tensor":
-        """Wrap an existing array of ``device`` without copying or checks (internal fast path)."""
+    def wrap(cls, array, device: Device) -> "Tensor":
+        """Wrap an existing array of ``device`` without copying or checks (the fast path ops use)."""
         t = object.__new__(cls)
         t.data = array
         t.device = device
@@ -101,12 +105,19 @@ class Tensor:
 
     def to(self, device) -> "Tensor":
         """This tensor on ``device`` (itself if already there); differentiable."""
-        from . import ops
-        return ops.to_device(self, device)
+        dev = backend.device(device)
+        if dev == self.device:
+            return self
+        src = self.device
+        data = dev.asarray(src.to_host(self.data)) if (src.is_gpu and dev.is_gpu) else dev.asarray(self.data)
+        out = Tensor.wrap(data, dev)
+        if autograd.is_recording():
+            autograd.record(out, (self,), lambda g, n: (src.asarray(dev.to_host(g)),))
+        return out
 
     def detach(self) -> "Tensor":
         """The same values, cut off from gradient tracking (shares memory)."""
-        return Tensor._wrap(self.data, self.device)
+        return Tensor.wrap(self.data, self.device)
 
     def __repr__(self):
         body = repr(self.device.to_host(self.data)).replace("array(", "tensor(", 1)
@@ -119,78 +130,110 @@ class Tensor:
         return id(self)
 
     # -- operators (all differentiable except comparisons) -------------------
-    def __add__(self, o): return _ops().add(self, o)
-    def __radd__(self, o): return _ops().add(o, self)
-    def __sub__(self, o): return _ops().subtract(self, o)
-    def __rsub__(self, o): return _ops().subtract(o, self)
-    def __mul__(self, o): return _ops().multiply(self, o)
-    def __rmul__(self, o): return _ops().multiply(o, self)
-    def __truediv__(self, o): return _ops().divide(self, o)
-    def __rtruediv__(self, o): return _ops().divide(o, self)
-    def __pow__(self, o): return _ops().power(self, o)
-    def __rpow__(self, o): return _ops().power(o, self)
-    def __matmul__(self, o): return _ops().matmul(self, o)
-    def __rmatmul__(self, o): return _ops().matmul(o, self)
-    def __neg__(self): return _ops().negative(self)
+    def __add__(self, o): return apply(F.add, (self, o))
+    def __radd__(self, o): return apply(F.add, (o, self))
+    def __sub__(self, o): return apply(F.subtract, (self, o))
+    def __rsub__(self, o): return apply(F.subtract, (o, self))
+    def __mul__(self, o): return apply(F.multiply, (self, o))
+    def __rmul__(self, o): return apply(F.multiply, (o, self))
+    def __truediv__(self, o): return apply(F.divide, (self, o))
+    def __rtruediv__(self, o): return apply(F.divide, (o, self))
+    def __pow__(self, o): return apply(F.power, (self, o))
+    def __rpow__(self, o): return apply(F.power, (o, self))
+    def __matmul__(self, o): return apply(F.matmul, (self, o))
+    def __rmatmul__(self, o): return apply(F.matmul, (o, self))
+    def __neg__(self): return apply(F.negative, (self,))
     def __pos__(self): return self
-    def __abs__(self): return _ops().abs(self)
-    def __getitem__(self, index): return _ops().getitem(self, index)
+    def __abs__(self): return apply(F.abs, (self,))
 
-    def __lt__(self, o): return _ops().compare("less", self, o)
-    def __le__(self, o): return _ops().compare("less_equal", self, o)
-    def __gt__(self, o): return _ops().compare("greater", self, o)
-    def __ge__(self, o): return _ops().compare("greater_equal", self, o)
-    def __eq__(self, o): return _ops().compare("equal", self, o)
-    def __ne__(self, o): return _ops().compare("not_equal", self, o)
+    def __getitem__(self, index):
+        if isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        elif isinstance(index, Tensor):
+            index = index.data
+        return apply(F.getitem, (self,), index)
+
+    def __lt__(self, o): return compare("less", self, o)
+    def __le__(self, o): return compare("less_equal", self, o)
+    def __gt__(self, o): return compare("greater", self, o)
+    def __ge__(self, o): return compare("greater_equal", self, o)
+    def __eq__(self, o): return compare("equal", self, o)
+    def __ne__(self, o): return compare("not_equal", self, o)
 
     # -- methods -------------------------------------------------------------
     def reshape(self, *shape):
         """Same values, new shape (``-1`` infers one axis): ``x.reshape((60000, 784))``."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return _ops().reshape(self, shape)
+        return apply(F.reshape, (self,), shape)
 
     def transpose(self, *axes):
         """Permute axes (reverse them when none are given)."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return _ops().transpose(self, axes or None)
+        return apply(F.transpose, (self,), axes or None)
 
     @property
     def T(self):
         """The transpose (axes reversed)."""
-        return _ops().transpose(self, None)
+        return apply(F.transpose, (self,))
 
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def astype(self, dtype): return _ops().astype(self, dtype)
-    def dot(self, other): return _ops().dot(self, other)
-    def relu(self): return _ops().relu(self)
-    def exp(self): return _ops().exp(self)
-    def log(self): return _ops().log(self)
-    def flatten(self): return _ops().reshape(self, (-1,))
+    def sum(self, axis=None, keepdims=False): return apply(F.sum, (self,), axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return apply(F.mean, (self,), axis, keepdims)
+    def max(self, axis=None, keepdims=False): return apply(F.extreme, (self,), axis, keepdims, "max")
+    def astype(self, dtype): return apply(F.astype, (self,), dtype)
+    def dot(self, other): return apply(F.dot, (self, other))
+    def relu(self): return apply(F.relu, (self,))
+    def exp(self): return apply(F.exp, (self,))
+    def log(self): return apply(F.log, (self,))
+    def flatten(self): return apply(F.reshape, (self,), (-1,))
 
     def argmax(self, axis=None):
         """Indices of the maxima (not differentiable)."""
-        return Tensor._wrap(self.data.argmax(axis=axis), self.device)
+        return Tensor.wrap(self.data.argmax(axis=axis), self.device)
 
     def copy(self):
         """A copy of the values; differentiable like the identity."""
-        return _ops().multiply(self, 1)
+        return apply(F.multiply, (self, 1))
 
 
-_ops_module = None
+# ------------------------------------------------------------- running array functions on tensors
+def apply(fn, inputs, *args, **kwargs) -> Tensor:
+    """``fn(xp, *arrays, *args, **kwargs)`` -> ``(out, backward)`` (a :mod:`gpunet.functional`
+    function) on ``inputs``: Tensors, Python numbers (passed as they are), host arrays (moved to
+    the Tensors' device) or None. Returns ``out`` as a Tensor, and records ``backward`` when a
+    tape is listening (one list check otherwise)."""
+    dev, operands = _operands(inputs)
+    out, backward = fn(dev.xp, *[o.data if isinstance(o, Tensor) else o for o in operands], *args, **kwargs)
+    result = Tensor.wrap(out, dev)
+    if autograd.is_recording():
+        autograd.record(result, operands, backward)
+    return result
 
 
-def _ops():
-    global _ops_module
-    if _ops_module is None:
-        from . import ops as m
-        _ops_module = m
-    return _ops_module
+def compare(name: str, a, b) -> Tensor:
+    """Element-wise comparison (``'less'``, ``'equal'`` ...): a boolean tensor, not differentiable."""
+    dev, (a, b) = _operands((a, b))
+    return Tensor.wrap(getattr(dev.xp, name)(getattr(a, "data", a), getattr(b, "data", b)), dev)
 
 
+def _operands(xs):
+    """Common device of the tensor operands; host arrays become tensors of it; numbers and None stay."""
+    dev = None
+    for x in xs:
+        if isinstance(x, Tensor):
+            if dev is None:
+                dev = x.device
+            elif x.device is not dev and x.device != dev:
+                raise DeviceMismatchError(
+                    f"operands live on different devices: {dev} and {x.device}; "
+                    f"move one with .to('{dev}') before combining them")
+    if dev is None:
+        raise TypeError("at least one operand must be a gpunet Tensor")
+    return dev, [x if x is None or isinstance(x, (Tensor, numbers.Number)) else Tensor(x, device=dev) for x in xs]
+
+
+# ------------------------------------------------------------- constructors
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Create a tensor from Python numbers, lists, NumPy/CuPy arrays or another tensor.
 

@@ -9,9 +9,7 @@ import math
 import signal
 import threading
 
-from . import backend, kernels
-
-np = backend.numpy
+from .. import kernels
 
 __all__ = ["LossGuard", "DeferredInterrupt"]
 
@@ -19,52 +17,42 @@ __all__ = ["LossGuard", "DeferredInterrupt"]
 class LossGuard:
     """Stops ``fit`` at the first NaN/infinite batch loss without applying that step.
 
-    On the CPU the loss is checked on the host at every step (free). On a GPU a one-thread
-    kernel (:func:`gpunet.kernels.guard_loss`) sets a device flag that turns every later
-    optimizer kernel into a no-op, and the host reads the flag only where it reads the loss
-    anyway — progress refreshes and epoch ends — so no step waits for the device. Either way
-    the weights stay those of the last finite step, and :meth:`stop` names it.
+    On the CPU the loss is checked on the host at every step (free). On a GPU (``deferred``) a
+    one-thread kernel (:func:`gpunet.kernels.guard_loss`) sets the device flag :attr:`halt`,
+    which the trainer passes to every optimizer update: once set, the update kernels do
+    nothing. The host reads the flag only where it reads the loss anyway — progress refreshes
+    and epoch ends — so no step waits for the device. Either way the weights stay those of the
+    last finite step, and :meth:`stop` names it.
     """
 
-    def __init__(self, model, steps, initial_epoch):
-        xp = model.device.xp
-        self.xp, self.optimizer, self.steps, self.initial_epoch = xp, model.optimizer, steps, initial_epoch
-        # the device path; tests also run it on NumPy (model._defer_loss_check) through the kernels' twins
-        self.deferred = model.device.is_gpu or getattr(model, "_defer_loss_check", False)
-        self.halt = xp.zeros(1, dtype=np.int32)
-        self.bad_step = xp.full(1, -1, dtype=np.int64)
-        self.bad_loss = xp.zeros(1, dtype=np.float32)
+    def __init__(self, device, steps, initial_epoch, deferred):
+        xp = device.xp
+        self.xp, self.steps, self.initial_epoch, self.deferred = xp, steps, initial_epoch, deferred
+        self.flag = xp.zeros(1, dtype="int32")
+        self.bad_step = xp.full(1, -1, dtype="int64")
+        self.bad_loss = xp.zeros(1, dtype="float32")
+        self.halt = self.flag if deferred else None    # what the optimizer updates are given
         self.issued = 0
-
-    def __enter__(self):
-        self.optimizer._halt = self.halt if self.deferred else None
-        return self
-
-    def __exit__(self, *exc):
-        self.optimizer._halt = None
-        return False
 
     def check(self, loss, step_id) -> bool:
         """Record a step's loss; True when the step must not be applied (CPU only; a GPU says later)."""
         self.issued += 1
         if not self.deferred and math.isfinite(float(loss)):     # CPU: reading the 0-d loss is free
             return False
-        kernels.guard_loss(self.xp, loss, self.halt, self.bad_step, self.bad_loss, step_id)
+        kernels.guard_loss(self.xp, loss, self.flag, self.bad_step, self.bad_loss, step_id)
         return not self.deferred
 
     def tripped(self) -> bool:
         """Has a non-finite loss been seen? (On a GPU: one small device-to-host read.)"""
-        return self.deferred and bool(int(self.halt[0]))
+        return self.deferred and bool(int(self.flag[0]))
 
     def stop(self):
-        """Called once when fit stops at the guard: returns ``(epoch, step, loss)`` of the first
-        non-finite loss, and undoes the iteration count of the steps the GPU kernels skipped
-        (the bad one and any issued after it)."""
+        """Called once when fit stops at the guard: ``(epoch, step, loss, skipped)`` of the first
+        non-finite loss; ``skipped`` counts the updates the flag turned into no-ops (the bad step and
+        any issued after it), which the optimizer's iteration count must not include."""
         step_id, value = int(self.bad_step[0]), float(self.bad_loss[0])
-        if self.deferred:
-            first = step_id - self.initial_epoch * self.steps        # steps issued before the bad one
-            self.optimizer.iterations -= self.issued - first
-        return step_id // self.steps, step_id % self.steps, value
+        skipped = self.issued - (step_id - self.initial_epoch * self.steps) if self.deferred else 0
+        return step_id // self.steps, step_id % self.steps, value, skipped
 
 
 class DeferredInterrupt:

@@ -1,0 +1,65 @@
+"""Sum-all-reduce and broadcast of one device's buffers: NCCL for CuPy arrays, MPI otherwise."""
+from __future__ import annotations
+
+from .. import backend
+
+np = backend.numpy
+
+
+class Transport:
+    """Sum-all-reduce and broadcast of contiguous buffers on one device."""
+
+    def __init__(self, ctx, device):
+        self.ctx, self.device = ctx, device
+        self.nccl = self.nccl_comm = None
+        if device.is_gpu and ctx.size > 1:
+            self.nccl = backend.nccl_module()
+            if self.nccl is not None:
+                uid = ctx.comm.bcast(self.nccl.get_unique_id() if ctx.is_root else None, root=0)
+                with device:
+                    self.nccl_comm = self.nccl.NcclCommunicator(ctx.size, uid, ctx.rank)
+
+    @property
+    def kind(self) -> str:
+        return "nccl" if self.nccl_comm is not None else "mpi" if not self.device.is_gpu else "mpi-host-staged"
+
+    def allreduce_sum(self, buf) -> None:
+        """``buf`` (contiguous) replaced in place by its sum over all ranks."""
+        ctx = self.ctx
+        self._collective(buf, lambda ptr, n, kind, stream: self.nccl_comm.allReduce(ptr, ptr, n, kind,
+                                                                                    self.nccl.NCCL_SUM, stream),
+                         lambda host: ctx.comm.Allreduce(ctx.MPI.IN_PLACE, host, op=ctx.MPI.SUM))
+
+    def broadcast(self, buf, root=0) -> None:
+        """``buf`` (contiguous) replaced in place by rank ``root``'s values."""
+        self._collective(buf, lambda ptr, n, kind, stream: self.nccl_comm.bcast(ptr, n, kind, root, stream),
+                         lambda host: self.ctx.comm.Bcast(host, root=root))
+
+    def _collective(self, buf, nccl_call, mpi_call) -> None:
+        """Run a collective on ``buf``: NCCL on the device's current stream, else MPI on host memory
+        (GPU buffers staged through the host when CuPy has no NCCL)."""
+        if self.ctx.size == 1:
+            return
+        if self.nccl_comm is not None:
+            with self.device:
+                stream = backend.cupy_module().cuda.get_current_stream()
+                nccl_call(buf.data.ptr, buf.size, self._nccl_type(buf), stream.ptr)
+        elif self.device.is_gpu:
+            host = self.device.to_host(buf)
+            mpi_call(host)
+            buf[...] = self.device.asarray(host)
+        else:
+            mpi_call(buf)
+
+    def _nccl_type(self, buf):
+        names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
+                 "int64": "NCCL_INT64", "int32": "NCCL_INT32"}
+        return getattr(self.nccl, names[str(buf.dtype)])
+
+
+def device_of(array):
+    if backend.array_module_of(array) is np:
+        return backend.device("cpu")
+    return backend.device(f"gpu:{array.device.id}")
+
+

@@ -1,0 +1,30 @@
+"""Fused kernels: one CUDA source and one NumPy twin per operation, with one signature.
+
+Each function takes the array module ``xp`` first: with CuPy it launches the kernel of its
+``.cu`` file (:mod:`gpunet.kernels.cuda`), with NumPy it runs its twin, which is also the
+reference the tests compare the kernel with. The optimizer updates follow the same pattern
+in :mod:`gpunet.optimizers` (each optimizer's rule, twin and kernel side by side).
+
+* :mod:`~gpunet.kernels.dense` — bias + ReLU, the ReLU backward, the dense products;
+* :mod:`~gpunet.kernels.softmax_xent` — softmax-cross-entropy forward and backward;
+* :mod:`~gpunet.kernels.guard` — the non-finite-loss flag that halts optimizer kernels.
+
+All kernels take float32 arrays; element counts are ``long long``.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import cuda
+from .dense import act_backward, bias_act, dense_backward, dense_forward
+from .guard import guard_loss
+from .softmax_xent import softmax_xent_backward, softmax_xent_forward
+
+__all__ = ["cuda", "act_backward", "bias_act", "dense_backward", "dense_forward", "guard_loss",
+           "softmax_xent_backward", "softmax_xent_forward", "scalars"]
+
+
+@functools.lru_cache(maxsize=256)
+def scalars(dtype, *values):
+    """``values`` as NumPy scalars of ``dtype`` (cached: building NumPy scalars costs ~0.5 us each)."""
+    return tuple(dtype.type(v) for v in values)

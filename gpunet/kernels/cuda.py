@@ -1,0 +1,76 @@
+"""CUDA kernels from ``.cu`` files shipped beside the Python modules that launch them.
+
+A :class:`Source` reads one ``.cu`` file (package data) when its module is imported; CuPy
+compiles it on the first launch (once per process and GPU; CuPy caches the binary on disk).
+Every kernel is a grid-stride loop, so any element count runs on a capped grid. Without a
+GPU nothing here touches CuPy: the NumPy twins run instead, and the test suite compiles every
+registered source with nvcc for sm_80 and sm_90.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+
+from .. import backend
+
+np = backend.numpy
+
+THREADS_PER_BLOCK = 256
+MAX_BLOCKS = 65535 * 8          # a grid-stride loop covers the rest; more blocks only add scheduling
+COMPILE_OPTIONS = ("--std=c++14",)
+NULL = np.uint64(0)             # a null device pointer argument (8 bytes, like a pointer)
+
+SOURCES: list["Source"] = []    # every Source created (the tests compile and check them all)
+
+
+def is_gpu(xp) -> bool:
+    """True when ``xp`` is CuPy (the arrays live on a GPU and a kernel can be launched)."""
+    return xp is not np
+
+
+def f32(value):
+    return np.float32(value)
+
+
+def i32(value):
+    return np.int32(value)
+
+
+def i64(value):
+    return np.int64(value)
+
+
+def pointer(array):
+    """``array`` as a kernel argument, or :data:`NULL` for None."""
+    return NULL if array is None else array
+
+
+class Source:
+    """One ``.cu`` file next to ``module_file``; :meth:`launch` runs one of its kernels."""
+
+    def __init__(self, module_file: str, filename: str):
+        self.path = pathlib.Path(module_file).with_name(filename)
+        self.code = self.path.read_text()
+        self.kernel_names = tuple(re.findall(r"__global__\s+void\s+(\w+)", self.code))
+        self._modules = {}      # GPU index -> cupy.RawModule
+        self._functions = {}    # (GPU index, kernel name) -> compiled kernel, looked up once
+        SOURCES.append(self)
+
+    def function(self, name: str):
+        """The compiled kernel ``name`` for the current GPU (compiled on first use)."""
+        cp = backend.cupy_module()
+        gpu = cp.cuda.runtime.getDevice()
+        fn = self._functions.get((gpu, name))
+        if fn is None:
+            if name not in self.kernel_names:
+                raise KeyError(f"{self.path.name} has no kernel {name!r} (it has {', '.join(self.kernel_names)})")
+            module = self._modules.get(gpu)
+            if module is None:
+                module = self._modules[gpu] = cp.RawModule(code=self.code, options=COMPILE_OPTIONS)
+            fn = self._functions[(gpu, name)] = module.get_function(name)
+        return fn
+
+    def launch(self, name: str, n: int, args: tuple) -> None:
+        """Run kernel ``name`` over ``n`` elements (a grid-stride loop) with ``args``."""
+        blocks = int(min(max(-(-n // THREADS_PER_BLOCK), 1), MAX_BLOCKS))
+        self.function(name)((blocks,), (THREADS_PER_BLOCK,), args)

@@ -1,0 +1,59 @@
+"""The dense layer's array math: bias + activation, the ReLU backward, and the matrix products.
+
+``bias_act`` and ``act_backward`` are fused kernels (``dense.cu``) with NumPy twins;
+``dense_forward``/``dense_backward`` add the products (BLAS on the CPU, cuBLAS through CuPy).
+All arrays are float32; ``x2`` is the layer input as a matrix ``(n, in)``.
+"""
+from __future__ import annotations
+
+from . import cuda
+
+ACTIVATION_CODES = {None: 0, "linear": 0, "relu": 1}      # the kernels' ``act`` argument
+SOURCE = cuda.Source(__file__, "dense.cu")
+
+
+def bias_act(xp, z, b, activation, out=None):
+    """``act(z + b)`` into ``out`` (default: in place into ``z``); ``b`` ``(cols,)`` or None,
+    ``activation`` None/'linear' or 'relu'. Returns the result."""
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(f"bias_act supports activations None, 'linear', 'relu'; got {activation!r}")
+    out = z if out is None else out
+    code = ACTIVATION_CODES[activation]
+    if cuda.is_gpu(xp) and z.dtype == "float32" and (b is None or b.dtype == "float32"):
+        SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(z.shape[-1]),
+                                               cuda.i32(code)))
+        return out
+    if b is not None:
+        xp.add(z, b, out=out)
+    elif out is not z:
+        out[...] = z
+    if code == 1:
+        xp.maximum(out, 0, out=out)
+    return out
+
+
+def act_backward(xp, g, y, activation, out=None):
+    """Gradient through the activation given its output ``y``: ``g * (y > 0)`` for ReLU
+    (into ``out`` when given, an array shaped like ``g``); ``g`` itself when linear."""
+    if ACTIVATION_CODES[activation] == 0:
+        return g
+    if cuda.is_gpu(xp) and g.dtype == "float32":
+        gz = xp.empty_like(g) if out is None else out
+        SOURCE.launch("relu_bwd", g.size, (xp.ascontiguousarray(g), y, gz, cuda.i64(g.size)))
+        return gz
+    return xp.multiply(g, y > 0, out=out)
+
+
+def dense_forward(xp, x2, kernel, bias, activation=None, out=None):
+    """``act(x2 @ kernel + bias)``: ``x2 (n, in)`` -> ``(n, units)``, into ``out`` when given."""
+    return bias_act(xp, xp.matmul(x2, kernel, out=out), bias, activation)
+
+
+def dense_backward(xp, gz, x2, kernel, need_x, need_kernel, need_bias, buffers=None):
+    """From ``gz (n, units)``, the gradient of ``x2 @ kernel + bias``: ``(grad x2, grad kernel,
+    grad bias)``, each None when not needed. ``buffers``: optional ``{'gx', 'gk'}`` arrays to
+    write into instead of allocating."""
+    b = buffers or {}
+    return (xp.matmul(gz, kernel.T, out=b.get("gx")) if need_x else None,
+            xp.matmul(x2.T, gz, out=b.get("gk")) if need_kernel else None,
+            gz.sum(axis=0) if need_bias else None)

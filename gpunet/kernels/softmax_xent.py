@@ -1,0 +1,65 @@
+"""Softmax + cross-entropy in one op (``softmax_xent.cu``, with NumPy twins).
+
+The loss is computed on the logits, so it is finite for any finite logits, and the backward
+is exactly ``(softmax(z) - y) * g / rows``.
+"""
+from __future__ import annotations
+
+from . import cuda
+
+SOURCE = cuda.Source(__file__, "softmax_xent.cu")
+
+
+def softmax_xent_forward(xp, z, y, sparse):
+    """Mean cross-entropy of ``softmax(z)`` against ``y``, and the probabilities.
+
+    z: float32 ``(rows, cols)``; y: same shape (one-hot/probabilities) or, with ``sparse``,
+    integer class indices ``(rows,)``. Returns ``(loss, probs)``; ``loss`` is a 0-d device
+    array (no host sync).
+    """
+    rows, cols = z.shape
+    if cuda.is_gpu(xp) and z.dtype == "float32":
+        z = xp.ascontiguousarray(z)
+        probs = xp.empty_like(z)
+        row_loss = xp.empty(rows, dtype="float32")
+        if sparse:
+            args = (z, cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), probs, row_loss, cuda.i64(rows),
+                    cuda.i64(cols), cuda.i32(1))
+        else:
+            args = (z, xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, probs, row_loss, cuda.i64(rows),
+                    cuda.i64(cols), cuda.i32(0))
+        SOURCE.launch("softmax_xent_fwd", rows, args)
+        return row_loss.mean(), probs
+    logp = z - z.max(axis=1, keepdims=True)
+    e = xp.exp(logp)
+    s = e.sum(axis=1, keepdims=True)
+    logp -= xp.log(s)                 # log_softmax, in place (few NumPy calls: these arrays are small)
+    e /= s
+    if sparse:
+        loss = -logp[xp.arange(rows), y.astype("int64")].sum() / rows
+    else:
+        loss = -xp.vdot(y, logp) / rows
+    return xp.asarray(loss, dtype=z.dtype), e
+
+
+def softmax_xent_backward(xp, probs, y, g, sparse):
+    """``(probs - y) * g / rows``; ``g`` is the upstream gradient of the mean loss (0-d)."""
+    rows, cols = probs.shape
+    if cuda.is_gpu(xp) and probs.dtype == "float32":
+        dz = xp.empty_like(probs)
+        g = xp.ascontiguousarray(g, dtype="float32").reshape(1)
+        if sparse:
+            args = (probs, cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), g, dz, cuda.i64(rows),
+                    cuda.i64(cols), cuda.i32(1))
+        else:
+            args = (probs, xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, g, dz, cuda.i64(rows),
+                    cuda.i64(cols), cuda.i32(0))
+        SOURCE.launch("softmax_xent_bwd", probs.size, args)
+        return dz
+    if sparse:
+        dz = probs.copy()
+        dz[xp.arange(rows), y.astype("int64")] -= 1
+    else:
+        dz = probs - y
+    dz *= g / rows
+    return dz.astype(probs.dtype, copy=False)

@@ -1,0 +1,49 @@
+"""Keras-style layers: ``build(input_shape)`` creates the weights; the math is array-level
+``forward``/``backward`` (see :mod:`gpunet.layers.layer`), used by the tape and by the tapeless
+training step alike.
+
+Weights are drawn on the host (:mod:`gpunet.initializers`, seeded by
+:func:`gpunet.random.seed`) and moved to the layer's device once.
+
+Example (the chapter's network):
+    >>> from gpunet import layers, models
+    >>> net = models.Sequential()
+    >>> net.add(layers.Dense(512, activation='relu', input_shape=(28 * 28,)))
+    >>> net.add(layers.Dense(10, activation='softmax'))
+    >>> net.count_params()
+    407050
+"""
+from __future__ import annotations
+
+from ..errors import CheckpointError
+from .core import Activation, Dense, Input, InputLayer
+from .layer import Layer, Workspace, assign_weights
+from .preprocessing import Rescaling
+from .regularization import Dropout
+from .reshaping import Flatten
+
+__all__ = ["Layer", "Dense", "Activation", "Flatten", "Dropout", "Rescaling", "InputLayer", "Input",
+           "Workspace", "serialize", "deserialize"]
+
+CLASSES = {cls.__name__: cls for cls in (Dense, Activation, Flatten, Dropout, Rescaling, InputLayer)}
+
+
+def serialize(layer) -> dict:
+    """``{'class': ..., 'config': {...}}`` of a built-in layer (CheckpointError for others)."""
+    cls = type(layer).__name__
+    if CLASSES.get(cls) is not type(layer):
+        raise CheckpointError(f"layer {layer.name!r} is a {cls}, not a built-in gpunet layer, so model.save "
+                              "cannot rebuild it; save the weights with model.save_weights(path) instead")
+    cfg = layer.get_config()
+    if "activation" in cfg and cfg["activation"] is None:
+        raise CheckpointError(f"layer {layer.name!r} uses a custom activation function, which model.save cannot "
+                              "store; use a built-in activation name or model.save_weights(path)")
+    return {"class": cls, "config": cfg}
+
+
+def deserialize(spec: dict):
+    """The layer :func:`serialize` described (unbuilt)."""
+    cfg = dict(spec["config"])
+    if cfg.get("input_shape") is not None:
+        cfg["input_shape"] = tuple(cfg["input_shape"])
+    return CLASSES[spec["class"]](**cfg)

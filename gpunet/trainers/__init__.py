@@ -1,0 +1,8 @@
+"""The training loop, apart from the model: ``compile``/``fit``/``evaluate``/``predict``
+(:mod:`~gpunet.trainers.trainer`), the one training step's gradients, taped or tapeless
+(:mod:`~gpunet.trainers.gradients`), the batches of each epoch
+(:mod:`~gpunet.trainers.epoch_iterator`), the running sums, the input checks and the guards
+against losing work (:mod:`~gpunet.trainers.guards`)."""
+from .trainer import Trainer
+
+__all__ = ["Trainer"]

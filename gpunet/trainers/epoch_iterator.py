@@ -1,0 +1,91 @@
+"""The batches of each epoch, and the single-process strategy that ``fit`` uses by default.
+
+The data is moved to the device once per ``fit`` (float64 becomes float32, uint8 stays uint8);
+each epoch draws a permutation on the host (so one seed gives the same batch order on every
+device) and each step gathers its rows on the device.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from .. import random
+
+
+def to_device(device, a):
+    """One host-to-device transfer of a whole array (float64 -> float32; uint8 stays uint8)."""
+    if a.dtype == "float64":
+        a = a.astype("float32")
+    return device.asarray(a)
+
+
+class SingleProcess:
+    """``fit``'s default strategy: this process trains alone. :class:`gpunet.distributed.DataParallel`
+    implements the same methods across the ranks of an MPI job; here each is the identity."""
+
+    is_distributed = False
+    rank = 0
+    is_root = True
+
+    def start(self, model, params, n_samples, n_metrics, local_flags) -> None:
+        """Check and synchronise the processes before the first step (nothing to do alone)."""
+
+    def order(self, permutation):
+        """The epoch's batch order every process uses."""
+        return permutation
+
+    def shard(self, lo: int, hi: int):
+        """This process's rows of the global batch ``[lo, hi)``."""
+        return lo, hi
+
+    def batch_context(self, n_global: int, lo: int, hi: int):
+        """Context for one step: which rows of the global batch random draws (dropout) are for."""
+        return contextlib.nullcontext()
+
+    def reduce(self, loss, grads, metric_sums, n_local: int, n_global: int):
+        """The global batch's mean loss, mean gradients and metric sums (all-reduced when distributed)."""
+        return loss, grads, metric_sums
+
+    def check_every(self, steps: int, deferred: bool) -> int:
+        """Every how many steps the host acts on stop flags (1: every step, they are host values here)."""
+        return 1
+
+    def agree(self, interrupt: bool, stop: bool):
+        """``(interrupt, stop)`` as every process sees them at a check step."""
+        return interrupt, stop
+
+    def agree_at_epoch_end(self, interrupt: bool, stop: bool):
+        return interrupt, stop
+
+    def sum_host(self, values) -> list:
+        """Element-wise sum over processes of a few host numbers."""
+        return list(values)
+
+
+class EpochIterator:
+    """The device-resident data of one ``fit`` and its batches, epoch after epoch.
+
+    ``batches()`` yields ``(step, x, y, (n_global, lo, hi))`` for one epoch: this process's rows
+    ``x``/``y`` of step ``step``'s global batch of ``n_global`` samples, and where they lie in it.
+    """
+
+    def __init__(self, x, y, batch_size, steps_per_epoch, shuffle, device, strategy):
+        self.xd, self.yd = to_device(device, x), to_device(device, y)
+        self.n, self.batch_size, self.shuffle = len(x), batch_size, shuffle
+        self.device, self.strategy = device, strategy
+        self.steps = -(-self.n // batch_size)
+        if steps_per_epoch is not None:
+            self.steps = min(self.steps, steps_per_epoch)
+
+    def batches(self):
+        order = None
+        if self.shuffle:   # every process draws (keeping the generators in step); the strategy says whose is used
+            order = self.device.asarray(self.strategy.order(random.generator().permutation(self.n)))
+        for step in range(self.steps):
+            glo, ghi = step * self.batch_size, min(self.n, (step + 1) * self.batch_size)
+            lo, hi = self.strategy.shard(glo, ghi)
+            if order is None:
+                x, y = self.xd[lo:hi], self.yd[lo:hi]
+            else:
+                idx = order[lo:hi]
+                x, y = self.xd.take(idx, axis=0), self.yd.take(idx, axis=0)
+            yield step, x, y, (ghi - glo, lo - glo, hi - glo)

@@ -1,0 +1,107 @@
+"""One batch -> its loss, the gradients of the trainable weights, and the model's outputs.
+
+Two implementations of one interface, ``gradients(x, y) -> (loss, grads, outputs)`` (device
+arrays; ``grads`` in ``model.trainable_weights`` order, None for a weight the loss does not
+reach; ``outputs`` are logits when :attr:`on_logits`):
+
+* :class:`TapedGradients` — the model's layers on Tensors under a GradientTape (any model);
+* :class:`TapelessGradients` — each layer's array-level ``forward``, the loss's array form, each
+  layer's ``backward`` in reverse: the same array functions in the same order as the tape, so
+  the same numbers bit for bit (tested), with a fraction of the Python per step and work
+  arrays reused from step to step. Used when every layer has array math and the loss an
+  array form (``compile(jit_compile=False)`` asks for the tape always).
+
+Either way the trainer decides whether the loss is computed on the logits of the model's last
+activation (:func:`loss_on_logits`): layers know nothing about losses.
+"""
+from __future__ import annotations
+
+from .. import activations
+from ..autograd import GradientTape
+from ..layers import Workspace
+from ..tensor import Tensor
+
+
+def loss_on_logits(model, loss) -> bool:
+    """True when the model ends in the activation whose logits ``loss`` can take instead (softmax with a
+    categorical cross-entropy, sigmoid with a binary one): the loss is then computed on the logits."""
+    act = model.layers[-1].output_activation() if model.layers else None
+    return (loss.logits_activation is not None and not loss.from_logits
+            and activations.name_of(act) == loss.logits_activation)
+
+
+class TapedGradients:
+    """Loss and gradients of one batch through the GradientTape (any model)."""
+
+    def __init__(self, model, loss):
+        self.model, self.loss, self.params = model, loss, model.trainable_weights
+        self.on_logits = loss_on_logits(model, loss)
+
+    def __call__(self, x, y):
+        dev = self.model.device
+        xt, yt = Tensor.wrap(x, dev), Tensor.wrap(y, dev)
+        with GradientTape() as tape:
+            out = self.model.call(xt, training=True, final_activation=not self.on_logits)
+            loss = self.loss.from_logits_loss(yt, out) if self.on_logits else self.loss(yt, out)
+        grads = tape.gradient(loss, self.params)
+        return loss.data, [None if g is None else g.data for g in grads], out.data
+
+
+class TapelessGradients:
+    """Loss and gradients of one batch from the layers' array math, without Tensors or a tape.
+
+    One step, for the chapter's network (x uint8 ``(n, 784)``, y one-hot ``(n, 10)``)::
+
+        x1 = float32(x) * (1/255)                  # Rescaling.forward
+        z1 = x1 @ W1 + b1;  h = relu(z1)           # Dense.forward, then its activation
+        z2 = h @ W2 + b2                           # Dense.forward: the logits (softmax left out)
+        loss, p = softmax_xent(z2, y)              # the loss's array form (one fused kernel)
+        dz2 = (p - y) / n                          # its backward
+        dW2, db2, dh = h.T @ dz2, sum(dz2), dz2 @ W2.T     # Dense.backward
+        dz1 = dh * (h > 0);  dW1, db1 = x1.T @ dz1, sum(dz1)  # relu backward, Dense.backward
+    """
+
+    @staticmethod
+    def supports(model, loss) -> bool:
+        """Every layer has array-level forward/backward and a built-in activation, and the loss an array form."""
+        if loss.logits_function is None or not (loss.from_logits or loss_on_logits(model, loss)):
+            return False
+        return all(layer.has_array_math and (layer.output_activation() is None or
+                                             isinstance(layer.output_activation(), activations.Activation))
+                   for layer in model.layers)
+
+    def __init__(self, model, loss):
+        self.layers, self.loss, self.xp = list(model.layers), loss, model.device.xp
+        self.on_logits = loss_on_logits(model, loss)
+        self.workspaces = [Workspace(self.xp) for _ in self.layers]
+        # a layer computes the gradient of its input only when some weight lies before it
+        self.need_input = [any(layer.weights for layer in self.layers[:i]) for i in range(len(self.layers))]
+        self.seed = self.xp.ones((), dtype="float32")    # d(loss)/d(loss), as the tape seeds it
+
+    def __call__(self, x, y):
+        xp, last = self.xp, len(self.layers) - 1
+        stages = []
+        for i, (layer, ws) in enumerate(zip(self.layers, self.workspaces)):
+            z, saved = layer.forward(xp, layer.prepare_input(x), True, ws)
+            act = None if i == last and self.on_logits else layer.output_activation()
+            x = z if act is None else act.forward(xp, z, out=ws.array("activation", z.shape, z.dtype.name))
+            stages.append((saved, act, x))
+        loss, loss_backward = self.loss.logits_function(xp, x, y)
+        g = loss_backward(self.seed, (True, False))[0]
+        grads = []
+        for i in range(last, -1, -1):
+            saved, act, out = stages[i]
+            if act is not None:
+                g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype.name))
+            g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
+            grads[:0] = weight_grads
+            if not self.need_input[i]:       # no weights before this layer: the walk back ends here
+                break
+        return loss, grads, x
+
+
+def make_gradients(model, loss, jit_compile):
+    """The tapeless implementation where ``jit_compile`` allows it and the model supports it, else the tape."""
+    if jit_compile and TapelessGradients.supports(model, loss):
+        return TapelessGradients(model, loss)
+    return TapedGradients(model, loss)
