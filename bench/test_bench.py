@@ -72,22 +72,16 @@ def chapter_model(dev):
     return net
 
 
-@pytest.mark.parametrize("step", ["fused", "taped"])
-def test_training_step(timed, dev, step):
-    """One optimizer step of the chapter's network (fit's inner step: fused, or through the tape)."""
-    from gpunet.train_step import FusedStep
+@pytest.mark.parametrize("path", ["tapeless", "taped"])
+def test_training_step(timed, dev, path):
+    """One optimizer step of the chapter's network (``train_on_batch``: tapeless, or through the tape;
+    includes its input checks and reading the loss back)."""
     net = chapter_model(dev)
-    x = dev.asarray(rng.integers(0, 256, (B, D), dtype=np.uint8))
-    y = dev.asarray(to_categorical(rng.integers(0, C, B), C))
-    net._fused_flag = net._fused()
-    net._step = FusedStep.build(net) if step == "fused" else None
-    from gpunet.guards import LossGuard
-    net._guard = LossGuard(net, steps=1, initial_epoch=0)
-    from gpunet.models import _Sums
-    sums = _Sums(dev.xp, 1)
-    params = net.trainable_weights
-    net.metrics[0].resolve(net.loss, y.shape, (None, C))
-    timed(lambda: net._train_step(x, y, params, sums), rounds=100)
+    net.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"],
+                jit_compile=path == "tapeless")
+    x = rng.integers(0, 256, (B, D), dtype=np.uint8)
+    y = to_categorical(rng.integers(0, C, B), C)
+    timed(lambda: net.train_on_batch(x, y), rounds=100)
 
 
 def test_epoch_of_the_chapter_network(timed, dev):

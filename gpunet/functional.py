@@ -364,5 +364,5 @@ def dense(xp, x, kernel, bias=None, activation=None):
     def backward(g, n):
         gz = kernels.act_backward(xp, g.reshape(out.shape), out, activation)
         gx, gk, gb = kernels.dense_backward(xp, gz, x2, kernel, n[0], n[1], bias is not None and n[2])
-        return None if gx is None else gx.reshape(x.shape), gk, gb
+        return (None if gx is None else gx.reshape(x.shape), gk) + ((gb,) if bias is not None else ())
     return out.reshape(x.shape[:-1] + (kernel.shape[1],)), backward

@@ -239,4 +239,6 @@ def dense(x, kernel, bias=None, activation: str | None = None) -> Tensor:
     gradient with ``out > 0`` in one pass and computes the gradient for ``x`` only when
     something tracks ``x`` (never for the input data).
     """
+    if bias is None:
+        return apply(F.dense, (x, kernel), None, activation)
     return apply(F.dense, (x, kernel, bias), activation)

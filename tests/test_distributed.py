@@ -158,7 +158,7 @@ def test_example_distributed_without_mpi_says_what_to_install(tmp_path):
 # ------------------------------------------------------------------ in this process, no MPI started
 def test_fit_distributed_without_mpi4py_raises_before_changing_anything(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)        # import mpi4py -> ImportError
-    monkeypatch.setattr(distributed, "_ctx", None)
+    monkeypatch.setattr(distributed.context, "_ctx", None)
     model = models.Sequential([layers.Dense(3, activation="softmax", input_shape=(4,))])
     model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
     before = model.get_weights()
@@ -179,7 +179,7 @@ def test_distributed_must_be_a_bool():
 
 
 def test_single_process_defaults_before_init(monkeypatch):
-    monkeypatch.setattr(distributed, "_ctx", None)
+    monkeypatch.setattr(distributed.context, "_ctx", None)
     assert (distributed.rank(), distributed.size(), distributed.local_rank(), distributed.is_root()) == (0, 1, 0, True)
 
 
@@ -256,7 +256,7 @@ def _fake_ctx():
 def test_gpu_buffers_without_nccl_go_through_host_memory(monkeypatch):
     monkeypatch.setattr(gpunet.backend, "nccl_module", lambda: None)
     ctx = _fake_ctx()
-    t = distributed._Transport(ctx, _FakeGPU())
+    t = distributed.Transport(ctx, _FakeGPU())
     buf = np.arange(5, dtype=np.float32)
     t.allreduce_sum(buf)
     np.testing.assert_array_equal(buf, 2 * np.arange(5, dtype=np.float32))
@@ -288,7 +288,7 @@ def test_gpu_buffers_with_nccl_use_cupys_documented_call_order(monkeypatch):
                         lambda: SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: SimpleNamespace(ptr=77))))
     ctx = _fake_ctx()
     ctx.comm.bcast = lambda obj, root=0: b"id-of-rank-0" if obj is None else obj   # rank 1 receives rank 0's id
-    t = distributed._Transport(ctx, _FakeGPU())
+    t = distributed.Transport(ctx, _FakeGPU())
     buf = SimpleNamespace(data=SimpleNamespace(ptr=1234), size=407054, dtype=np.dtype("float32"))
     t.allreduce_sum(buf)
     t.broadcast(buf, root=0)

@@ -1,5 +1,5 @@
 """Fused kernels: the NumPy twins against closed forms, the CUDA kernels against their twins
-(on a GPU), and the CUDA source compiled for sm_80 and sm_90 on every machine."""
+(on a GPU), and every CUDA source compiled for sm_80 and sm_90 on every machine."""
 import os
 import shutil
 import subprocess
@@ -7,7 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from gpunet import kernels
+import gpunet
+from gpunet import kernels, optimizers
+from gpunet.kernels import cuda
 
 rng = np.random.default_rng(5)
 F = np.float32
@@ -17,27 +19,35 @@ def _compiler():
     return shutil.which("nvcc") or (os.path.exists("/usr/local/cuda/bin/nvcc") and "/usr/local/cuda/bin/nvcc")
 
 
+def test_every_cu_file_is_a_registered_source():
+    """Each .cu file in the package is loaded by exactly one module (so the tests below see them all)."""
+    on_disk = sorted(p.relative_to(gpunet.__path__[0]).as_posix()
+                     for p in __import__("pathlib").Path(gpunet.__path__[0]).rglob("*.cu"))
+    registered = sorted(s.path.relative_to(gpunet.__path__[0]).as_posix() for s in cuda.SOURCES)
+    assert registered == on_disk and len(on_disk) >= 6
+
+
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_cuda_source_compiles(tmp_path, arch):
+def test_cuda_sources_compile(tmp_path, arch):
     nvcc = _compiler()
     if not nvcc:
         if os.environ.get("GPUNET_REQUIRE_CUDA_COMPILER"):
             pytest.fail("GPUNET_REQUIRE_CUDA_COMPILER is set but nvcc was not found")
         pytest.skip("nvcc not found: CUDA sources not compile-checked here")
-    src = tmp_path / "gpunet_kernels.cu"
-    src.write_text(kernels.CUDA_SOURCE)
-    out = subprocess.run([nvcc, "-ptx", f"-arch={arch}", "--std=c++14", "-Werror", "all-warnings", str(src),
-                          "-o", str(tmp_path / "k.ptx")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
-    for name in kernels.KERNEL_NAMES:
-        assert f".entry {name}(" in ptx, f"kernel {name} missing from the compiled module"
+    for source in cuda.SOURCES:
+        out = subprocess.run([nvcc, "-ptx", f"-arch={arch}", *cuda.COMPILE_OPTIONS, "-Werror", "all-warnings",
+                              str(source.path), "-o", str(tmp_path / "k.ptx")], capture_output=True, text=True)
+        assert out.returncode == 0, f"{source.path.name}: {out.stderr}"
+        ptx = (tmp_path / "k.ptx").read_text()
+        for name in source.kernel_names:
+            assert f".entry {name}(" in ptx, f"kernel {name} missing from the compiled {source.path.name}"
 
 
 def test_numpy_bias_act_twin():
     z, b = rng.standard_normal((6, 5)).astype(F), rng.standard_normal(5).astype(F)
-    np.testing.assert_allclose(kernels.bias_act_forward(np, z.copy(), b, "relu"), np.maximum(z + b, 0))
-    np.testing.assert_allclose(kernels.bias_act_forward(np, z.copy(), None, None), z)
+    np.testing.assert_allclose(kernels.bias_act(np, z.copy(), b, "relu"), np.maximum(z + b, 0))
+    np.testing.assert_allclose(kernels.bias_act(np, z.copy(), None, None), z)
+    np.testing.assert_allclose(kernels.bias_act(np, z, None, "relu", out=np.empty_like(z)), np.maximum(z, 0))
     y = np.maximum(z, 0)
     g = rng.standard_normal(z.shape).astype(F)
     np.testing.assert_array_equal(kernels.act_backward(np, g, y, "relu"), np.where(y > 0, g, 0))
@@ -60,17 +70,26 @@ def _closed_form_optimizer_step(name, w, g, state, **h):
         return w - alpha * m / (np.sqrt(v) + h["eps"]), {"m": m, "v": v, "t": t}
 
 
+def _optimizer(name, **h):
+    if name == "sgd":
+        return optimizers.SGD(h["lr"], momentum=h["mu"], nesterov=h["nesterov"])
+    if name == "rmsprop":
+        return optimizers.RMSprop(h["lr"], rho=h["rho"], epsilon=h["eps"])
+    opt = optimizers.Adam(h["lr"], beta_1=h["b1"], beta_2=h["b2"], epsilon=h["eps"])
+    opt.iterations = 1          # the first step's alpha_t
+    return opt
+
+
 def _run(xp, name, w, g, **h):
+    """One update of ``w`` by the optimizer's CPU twin (NumPy) or its CUDA kernel (CuPy)."""
     w = xp.asarray(w).copy()
     g = xp.asarray(g)
-    z = xp.zeros_like(w)
-    if name == "sgd":
-        kernels.sgd_update(xp, w, g, z.copy(), h["lr"], h["mu"], h["nesterov"])
-    elif name == "rmsprop":
-        kernels.rmsprop_update(xp, w, g, z.copy(), None, None, h["lr"], h["rho"], h["eps"], 0.0, True)
+    opt = _optimizer(name, **h)
+    slots = {k: xp.zeros_like(w) for k in opt.slot_names}
+    if cuda.is_gpu(xp):
+        opt.update_core_gpu(g, w, slots, None)
     else:
-        alpha = h["lr"] * np.sqrt(1 - h["b2"]) / (1 - h["b1"])
-        kernels.adam_update(xp, w, g, z.copy(), z.copy(), alpha, h["b1"], h["b2"], h["eps"])
+        opt.update_core_cpu(xp, g, w, slots, np.empty_like(w))
     return w
 
 
@@ -84,27 +103,6 @@ def test_numpy_optimizer_twins_match_closed_form(name, h):
     state = {"m": 0.0, "v": 0.0, "t": 0}
     want, _ = _closed_form_optimizer_step(name, w, g, state, **h)
     np.testing.assert_allclose(_run(np, name, w, g, **h), want, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("name,h", OPT)
-def test_threaded_cpu_update_equals_single_thread(monkeypatch, name, h):
-    """GPUNET_NUM_THREADS > 1 splits a large update over threads: the result must be bit-identical."""
-    n = kernels.PARALLEL_MIN * 2 + 12345          # uneven split, large enough to be split
-    w, g = rng.standard_normal(n).astype(F), rng.standard_normal(n).astype(F)
-    monkeypatch.setattr(kernels, "WORKERS", 1)
-    one = _run(np, name, w, g, **h)
-    monkeypatch.setattr(kernels, "WORKERS", 3)
-    three = _run(np, name, w, g, **h)
-    np.testing.assert_array_equal(three, one)
-    assert not np.array_equal(one, w)
-
-
-def test_num_threads_env_is_validated(monkeypatch):
-    monkeypatch.setenv("GPUNET_NUM_THREADS", "two")
-    with pytest.raises(ValueError, match="GPUNET_NUM_THREADS must be an integer"):
-        kernels._read_workers()
-    monkeypatch.setenv("GPUNET_NUM_THREADS", "2")
-    assert kernels._read_workers() == 2
 
 
 @pytest.mark.parametrize("name,h", OPT)
@@ -133,26 +131,28 @@ def test_cuda_softmax_xent_and_dense_match_twins(dev, sparse):
         dev.to_host(kernels.softmax_xent_backward(xp, p_gpu, xp.asarray(y), xp.asarray(g), sparse)),
         kernels.softmax_xent_backward(np, p_cpu, y, g, sparse), rtol=1e-5, atol=1e-7)
     b = rng.standard_normal(10).astype(F)
-    np.testing.assert_allclose(dev.to_host(kernels.bias_act_forward(xp, xp.asarray(z), xp.asarray(b), "relu")),
-                               kernels.bias_act_forward(np, z.copy(), b, "relu"), rtol=1e-6)
+    np.testing.assert_allclose(dev.to_host(kernels.bias_act(xp, xp.asarray(z), xp.asarray(b), "relu")),
+                               kernels.bias_act(np, z.copy(), b, "relu"), rtol=1e-6)
 
 
 def test_guard_loss_flags_the_first_non_finite_loss_and_halts_updates(dev):
-    """The loss guard and the optimizer kernels' halt flag (kernel and NumPy twin alike)."""
+    """The loss guard and the optimizers' halt flag (kernel and NumPy twin alike)."""
     xp = dev.xp
     halt, bad, value = xp.zeros(1, np.int32), xp.full(1, -1, np.int64), xp.zeros(1, np.float32)
     for step, loss in [(3, 1.5), (4, np.inf), (5, np.nan)]:
         kernels.guard_loss(xp, xp.asarray(np.float32(loss)), halt, bad, value, step)
     assert (int(halt[0]), int(bad[0]), float(value[0])) == (1, 4, np.inf)
-    w, g, z = xp.ones(10, F), xp.full(10, 0.5, F), xp.zeros(10, F)
-    kernels.sgd_update(xp, w, g, None, 0.1, 0.0, False, halt=halt)
-    kernels.rmsprop_update(xp, w, g, z, None, None, 1e-3, 0.9, 1e-7, 0.0, True, halt=halt)
-    kernels.adam_update(xp, w, g, z, z.copy(), 1e-3, 0.9, 0.999, 1e-7, halt=halt)
-    np.testing.assert_array_equal(dev.to_host(w), np.ones(10, F))
-    np.testing.assert_array_equal(dev.to_host(z), np.zeros(10, F))
+    w = gpunet.tensor(np.ones(10, F), device=dev, requires_grad=True)
+    g = xp.full(10, 0.5, F)
+    opts = [optimizers.SGD(0.1), optimizers.RMSprop(1e-3), optimizers.Adam(1e-3)]
+    for opt in opts:
+        opt.apply([g], [w], halt=halt)
+    np.testing.assert_array_equal(w.numpy(), np.ones(10, F))
+    for opt in opts[1:]:
+        np.testing.assert_array_equal(dev.to_host(opt.slots_of(w)["velocity"]), np.zeros(10, F))
     halt[...] = 0
-    kernels.sgd_update(xp, w, g, None, 0.1, 0.0, False, halt=halt)
-    np.testing.assert_allclose(dev.to_host(w), np.full(10, 0.95, F))
+    opts[0].apply([g], [w], halt=halt)
+    np.testing.assert_allclose(w.numpy(), np.full(10, 0.95, F))
 
 
 # ---------------------------------------------------------------- launch arguments vs CUDA signatures
@@ -160,7 +160,8 @@ def _signatures():
     """``{kernel: [param type, ...]}`` parsed from CUDA_SOURCE."""
     import re
     out = {}
-    for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", kernels.CUDA_SOURCE):
+    code = "\n".join(source.code for source in cuda.SOURCES)
+    for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", code):
         out[name] = [" ".join(p.split()[:-1]).replace("const ", "").replace(" *", "*") for p in params.split(",")]
     return out
 
@@ -178,7 +179,7 @@ def _check_args(name, args, sig):
                 assert arg.dtype == _POINTEE[typ], f"{where}: array of {arg.dtype}"
                 assert arg.flags.c_contiguous, f"{where}: not contiguous"
             else:
-                assert arg is kernels.NULL, f"{where}: {arg!r} is neither an array nor NULL"
+                assert arg is cuda.NULL, f"{where}: {arg!r} is neither an array nor NULL"
         else:
             assert type(arg) is _SCALAR[typ], f"{where}: {type(arg).__name__} instead of {_SCALAR[typ].__name__}"
 
@@ -187,25 +188,23 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     """The GPU branches of the wrappers, run with NumPy arrays standing in for device arrays: each launch
     must pass exactly the kernel's parameters, with the right dtypes (the GPU itself is not needed)."""
     sig = _signatures()
-    assert set(sig) == set(kernels.KERNEL_NAMES)
+    assert set(sig) == {name for source in cuda.SOURCES for name in source.kernel_names}
     launched = []
 
-    def fake_launch(name, n, args):
+    def fake_launch(source, name, n, args):
+        assert name in source.kernel_names, f"{name} launched from {source.path.name}"
         _check_args(name, args, sig)
         launched.append(name)
 
-    def fake_kernel(name):
-        return lambda grid, block, args: fake_launch(name, 0, args)
-
-    monkeypatch.setattr(kernels, "_gpu", lambda xp: True)
-    monkeypatch.setattr(kernels, "_launch", fake_launch)
-    monkeypatch.setattr(kernels, "_kernel", fake_kernel)
+    monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
+    monkeypatch.setattr(cuda.Source, "launch", fake_launch)
     z, b = np.zeros((4, 3), F), np.zeros(3, F)
     y1h, labels = np.zeros((4, 3), F), np.arange(4) % 3
-    w, g, s1, s2, s3 = (np.zeros(6, F) for _ in range(5))
+    w, g = np.zeros(6, F), np.zeros(6, F)
     halt, bad, val = np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1, F)
-    kernels.bias_act_forward(np, z, b, "relu")
-    kernels.bias_act_forward(np, z, None, None)
+    kernels.bias_act(np, z, b, "relu")
+    kernels.bias_act(np, z, None, None)
+    kernels.bias_act(np, z, None, "relu", out=np.empty_like(z))
     kernels.act_backward(np, z, z, "relu")
     kernels.act_backward(np, z, z, "relu", out=np.empty_like(z))
     for sparse, y in ((False, y1h), (True, labels)):
@@ -213,9 +212,9 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
         kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse)
     kernels.guard_loss(np, np.zeros((), F), halt, bad, val, 7)
     for h in (None, halt):
-        kernels.sgd_update(np, w, g, s1, 0.1, 0.9, True, halt=h)
-        kernels.sgd_update(np, w, g, None, 0.1, 0.0, False, halt=h)
-        kernels.rmsprop_update(np, w, g, s1, None, None, 1e-3, 0.9, 1e-7, 0.0, True, halt=h)
-        kernels.rmsprop_update(np, w, g, s1, s2, s3, 1e-3, 0.9, 1e-7, 0.5, False, halt=h)
-        kernels.adam_update(np, w, g, s1, s2, 1e-3, 0.9, 0.999, 1e-7, halt=h)
-    assert set(launched) == set(kernels.KERNEL_NAMES)
+        for opt in (optimizers.SGD(0.1, momentum=0.9, nesterov=True), optimizers.SGD(0.1),
+                    optimizers.RMSprop(), optimizers.RMSprop(centered=True, momentum=0.5, eps_inside_sqrt=False),
+                    optimizers.Adam()):
+            opt.iterations = 1
+            opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, h)
+    assert set(launched) == set(sig)

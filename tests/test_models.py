@@ -204,7 +204,7 @@ def test_live_bar_on_a_terminal():
             return True
     stream = TTY()
     bar = callbacks.ProgbarLogger(verbose=1, stream=stream)
-    bar.model = type("M", (), {"_fit_params": {"epochs": 5, "steps": 469}})()
+    bar.set_params({"epochs": 5, "steps": 469})
     bar.on_train_begin()
     bar.on_epoch_begin(0)
     bar.refresh(100, {"loss": 0.5, "accuracy": 0.9})

@@ -171,7 +171,7 @@ def test_non_finite_loss_stops_at_that_step_keeping_the_last_finite_weights(caps
     broken = net()
     broken._defer_loss_check = deferred
     h = broken.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
-    assert broken._guard.issued == (5 if deferred else 3)    # the device path ran on to the epoch's end
+    assert broken._last_fit["guard"].issued == (5 if deferred else 3)    # the device path ran on to the epoch's end
     assert broken.stop_reason.startswith("epoch 1, step 3/5: the loss is inf")
     assert "epoch 1, step 3/5" in capsys.readouterr().err
     assert h.epoch == [] and broken.epochs_completed == 0 and broken.optimizer.iterations == 2
@@ -193,7 +193,7 @@ def test_non_finite_loss_in_the_fused_step_with_adam_and_the_device_flag():
             net.fit(x[:40], y[:40], epochs=1, batch_size=8, shuffle=False, verbose=0)
         else:
             net.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
-            assert net._step is not None and net.stop_reason.startswith("epoch 1, step 6/8: the loss is nan")
+            assert net._last_fit["tapeless"] and net.stop_reason.startswith("epoch 1, step 6/8: the loss is nan")
         results.append((net.get_weights(), net.optimizer.iterations))
     for weights, iterations in results[1:]:
         assert iterations == 5
@@ -215,11 +215,11 @@ def test_ctrl_c_inside_an_update_finishes_the_step_then_interrupts(monkeypatch):
     calls = []
     original = type(net.optimizer).update_step
 
-    def update_step(self, grad, param, slots):
+    def update_step(self, grad, param, slots, halt=None):
         calls.append(param.name)
         if len(calls) == 4 * 4 + 2 * 4 - 2:     # epoch 2, step 2, between two parameter updates
             os.kill(os.getpid(), signal.SIGINT)
-        original(self, grad, param, slots)
+        original(self, grad, param, slots, halt)
 
     monkeypatch.setattr(type(net.optimizer), "update_step", update_step)
     with pytest.raises(KeyboardInterrupt, match="last completed step"):

@@ -24,7 +24,7 @@ from ..errors import NotCompiledError
 from ..tensor import Tensor
 from . import input_checks as checks
 from .epoch_iterator import EpochIterator, SingleProcess, to_device
-from .gradients import loss_on_logits, make_gradients
+from .gradients import TapelessGradients, loss_on_logits, make_gradients
 from .guards import DeferredInterrupt, LossGuard
 from .running_sums import RunningSums, metric_sums
 
@@ -56,6 +56,7 @@ class Trainer:
         self.history = None
         self.epochs_completed = 0   # epochs finished by fit (saved by model.save; resume with initial_epoch=)
         self._batch_run = None      # (key, _Run) reused by train_on_batch
+        self._last_fit = {}         # the last fit's gradient path and loss guard (for tests and debugging)
 
     # ------------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto") -> None:
@@ -139,6 +140,7 @@ class Trainer:
         run = _Run(self, make_gradients(self, self.loss, self.jit_compile), strategy, guard, data, cbs, validation,
                    interrupt, batch_size)
         self.history, self.stop_training, self.stop_reason = cbs.history, False, None
+        self._last_fit = {"tapeless": isinstance(run.gradients, TapelessGradients), "guard": guard}
         with interrupt:
             cbs.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
