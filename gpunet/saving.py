@@ -14,7 +14,7 @@ exactly where it stopped:
 
 Files are written atomically (:func:`gpunet.fileio.atomic_write`): a crash or a kill during a
 save leaves the previous file complete. Everything that cannot be saved (a custom layer, loss
-or metric) is refused before the file is touched. Weights files of gpunet before 0.1.1 (keys
+or metric) is refused before the file is touched. Weights files of earlier gpunet versions (keys
 ``wNNNN:name``) still load.
 
 Resuming on CPU is bit-exact: a model saved at the end of epoch ``k`` and trained on with

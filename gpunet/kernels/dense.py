@@ -24,11 +24,11 @@ def bias_act(xp, z, b, activation, out=None):
                                                cuda.i32(code)))
         return out
     if b is not None:
-        xp.add(z, b, out=out)
-    elif out is not z:
-        out[...] = z
+        z = xp.add(z, b, out=out)
     if code == 1:
-        xp.maximum(out, 0, out=out)
+        xp.maximum(z, 0, out=out)
+    elif z is not out:
+        out[...] = z
     return out
 
 

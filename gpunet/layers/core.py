@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import activations, initializers, kernels
 from ..errors import ShapeError
-from .layer import Layer, np, work_array
+from .layer import NO_WORKSPACE, Layer, np
 
 
 class Dense(Layer):
@@ -39,21 +39,21 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def forward(self, xp, x, training=False, ws=None):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         if x.shape[-1] != self.kernel.shape[0]:
             raise ShapeError(f"layer {self.name!r} expects inputs with {self.kernel.shape[0]} features on the last "
                              f"axis, got shape {x.shape}; reshape the data (e.g. x.reshape((len(x), -1))) or add "
                              "layers.Flatten() first")
         x2 = x.reshape(-1, x.shape[-1])
         z = kernels.dense_forward(xp, x2, self.kernel.data, None if self.bias is None else self.bias.data,
-                                  out=work_array(ws, "z", (x2.shape[0], self.units)))
+                                  out=ws.array("z", (x2.shape[0], self.units)))
         return z.reshape(x.shape[:-1] + (self.units,)), (xp, x2, x.shape, ws)
 
     def backward(self, saved, gz, need_input=True):
         xp, x2, shape, ws = saved
         gz2 = gz.reshape(-1, self.units)
         gx, gk, gb = kernels.dense_backward(xp, gz2, x2, self.kernel.data, need_input, True, self.use_bias,
-                                            {"gx": work_array(ws, "gx", x2.shape), "gk": work_array(ws, "gk", self.kernel.shape)})
+                                            {"gx": ws.array("gx", x2.shape), "gk": ws.array("gk", self.kernel.shape)})
         return None if gx is None else gx.reshape(shape), [gk] if gb is None else [gk, gb]
 
     def get_config(self):
@@ -72,7 +72,7 @@ class Activation(Layer):
     def activation_name(self) -> str | None:
         return activations.name_of(self.activation)
 
-    def forward(self, xp, x, training=False, ws=None):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         return x, None
 
     def backward(self, saved, gz, need_input=True):
@@ -90,7 +90,7 @@ class InputLayer(Layer):
     def __init__(self, input_shape=None, name=None, shape=None):
         super().__init__(input_shape=shape if shape is not None else input_shape, name=name)
 
-    def forward(self, xp, x, training=False, ws=None):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         return x, None
 
     def backward(self, saved, gz, need_input=True):

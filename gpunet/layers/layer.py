@@ -2,8 +2,9 @@
 
 A layer is ``build(input_shape)`` (create weights) plus its math on arrays of its device:
 
-* ``forward(xp, x, training, ws=None) -> (z, saved)`` — the layer's output *before* its
-  activation, and whatever ``backward`` needs;
+* ``forward(xp, x, training, ws) -> (z, saved)`` — the layer's output *before* its
+  activation, and whatever ``backward`` needs (``ws.array(key, shape)`` lends an array to write
+  a result into, reused from step to step in the tapeless step; None on the tape);
 * ``backward(saved, gz, need_input=True) -> (gx, weight_grads)`` — from the gradient of ``z``,
   the gradient of ``x`` (None when not needed) and one gradient per weight, in :attr:`weights`
   order.
@@ -52,9 +53,15 @@ class Workspace:
         return arr
 
 
-def work_array(ws, key, shape, dtype="float32"):
-    """``ws``'s reused array, or None (the op allocates a fresh one) when there is no workspace."""
-    return None if ws is None else ws.array(key, shape, dtype)
+class NoWorkspace:
+    """The taped path's workspace: every ``array`` is None, so each op allocates a fresh result."""
+
+    @staticmethod
+    def array(key, shape, dtype="float32"):
+        return None
+
+
+NO_WORKSPACE = NoWorkspace()
 
 
 def assign_weights(weights, values, owner: str) -> None:
@@ -156,8 +163,9 @@ class Layer:
         act = self.activation
         return None if act is None or act is activations.linear else act
 
-    def forward(self, xp, x, training=False, ws=None):
-        """``(z, saved)``: the output before the activation, and what :meth:`backward` needs."""
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
+        """``(z, saved)``: the output before the activation, and what :meth:`backward` needs; ``ws``
+        (a :class:`Workspace`) lends arrays to write results into."""
         raise NotImplementedError(f"{type(self).__name__} defines call() only")
 
     def backward(self, saved, gz, need_input=True):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..kernels import cuda
-from .layer import Layer, work_array
+from .layer import NO_WORKSPACE, Layer
 
 
 class Rescaling(Layer):
@@ -18,13 +18,13 @@ class Rescaling(Layer):
         super().__init__(input_shape=input_shape, name=name)
         self.scale, self.offset = float(scale), float(offset)
 
-    def forward(self, xp, x, training=False, ws=None):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         if x.dtype.kind == "f":
             y = (x if x.dtype == "float32" else x.astype("float32")) * self.scale
         elif cuda.is_gpu(xp):
-            y = xp.multiply(x, xp.float32(self.scale), out=work_array(ws, "y", x.shape), dtype=xp.float32)
+            y = xp.multiply(x, xp.float32(self.scale), out=ws.array("y", x.shape), dtype=xp.float32)
         else:                                    # NumPy: cast, then scale in place (faster than one
-            y = work_array(ws, "y", x.shape)     # mixed-type multiply)
+            y = ws.array("y", x.shape)     # mixed-type multiply)
             if y is None:
                 y = x.astype(xp.float32)
             else:

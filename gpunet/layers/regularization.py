@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import random
-from .layer import Layer, np, work_array
+from .layer import NO_WORKSPACE, Layer, np
 
 
 class Dropout(Layer):
@@ -28,12 +28,12 @@ class Dropout(Layer):
             return x                  # inference: the input itself
         return super().call(x, training)
 
-    def forward(self, xp, x, training=False, ws=None):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         if not training or self.rate == 0:
             return x, None
         keep = random.batch_uniform(x.shape, self._generator) >= self.rate
         mask = self.device.asarray(keep.astype(np.float32) / np.float32(1 - self.rate))
-        return xp.multiply(x, mask, out=work_array(ws, "y", x.shape, x.dtype.name)), mask
+        return xp.multiply(x, mask, out=ws.array("y", x.shape, x.dtype)), mask
 
     def backward(self, saved, gz, need_input=True):
         return (gz if saved is None else gz * saved), []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .layer import Layer
+from .layer import NO_WORKSPACE, Layer
 
 
 class Flatten(Layer):
@@ -15,7 +15,7 @@ class Flatten(Layer):
         rest = input_shape[1:]
         return (input_shape[0], math.prod(rest) if all(d is not None for d in rest) else None)
 
-    def forward(self, xp, x, training=False, ws=None):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         return (x.reshape(x.shape[0], -1) if x.ndim != 2 else x), x.shape
 
     def backward(self, saved, gz, need_input=True):

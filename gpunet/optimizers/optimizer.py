@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 
+from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
+
+FLOAT32 = backend.numpy.dtype("float32")     # what the CUDA update kernels take
 
 
 def check_positive(name, value) -> float:
@@ -72,7 +75,7 @@ class Optimizer:
 
     def update_step(self, grad, param, slots, halt=None) -> None:
         """Update one parameter in place: the CUDA kernel for float32 GPU weights, else the twin."""
-        if param.device.is_gpu and param.dtype == "float32":
+        if param.device.is_gpu and param.data.dtype == FLOAT32:
             self.update_core_gpu(grad, param.data, slots, halt)
         elif halt is None or not halt[0]:
             self.update_core_cpu(param.device.xp, grad, param.data, slots, self._scratch.get(id(param)))

@@ -1,12 +1,20 @@
 """RMSprop with Keras' defaults and formula (epsilon inside the square root)."""
 from __future__ import annotations
 
+import functools
+
 from .. import backend
 from ..kernels import cuda, scalars
 from .optimizer import Optimizer, check_fraction, check_positive
 
 SOURCE = cuda.Source(__file__, "rmsprop.cu")
 FLOAT32_MAX = 3.4e38
+
+
+@functools.lru_cache(maxsize=64)
+def _folded(lr, rho, eps, momentum, centered, eps_inside_sqrt):
+    c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
+    return c, e2, not centered and not momentum and eps_inside_sqrt and max(c, e2) < FLOAT32_MAX
 
 
 class RMSprop(Optimizer):
@@ -42,10 +50,7 @@ class RMSprop(Optimizer):
     def _folded_constants(self):
         """``(c, e2, fast)``: the plain form folds lr into ``c`` and ``e2`` (float32 would overflow
         for a tiny learning rate: then the general form runs)."""
-        lr = self.learning_rate
-        c, e2 = (1 - self.rho) / lr ** 2, self.epsilon / lr ** 2
-        fast = not self.centered and not self.momentum and self.eps_inside_sqrt and max(c, e2) < FLOAT32_MAX
-        return c, e2, fast
+        return _folded(self.learning_rate, self.rho, self.epsilon, self.momentum, self.centered, self.eps_inside_sqrt)
 
     def update_core_cpu(self, xp, g, w, slots, scratch):
         c, e2, fast = self._folded_constants()

@@ -73,26 +73,29 @@ class TapelessGradients:
     def __init__(self, model, loss):
         self.layers, self.loss, self.xp = list(model.layers), loss, model.device.xp
         self.on_logits = loss_on_logits(model, loss)
+        last = len(self.layers) - 1     # each layer's activation; the last one's left out for a loss on logits
+        self.activations = [None if i == last and self.on_logits else layer.output_activation()
+                            for i, layer in enumerate(self.layers)]
         self.workspaces = [Workspace(self.xp) for _ in self.layers]
         # a layer computes the gradient of its input only when some weight lies before it
         self.need_input = [any(layer.weights for layer in self.layers[:i]) for i in range(len(self.layers))]
         self.seed = self.xp.ones((), dtype="float32")    # d(loss)/d(loss), as the tape seeds it
 
     def __call__(self, x, y):
-        xp, last = self.xp, len(self.layers) - 1
+        xp = self.xp
         stages = []
-        for i, (layer, ws) in enumerate(zip(self.layers, self.workspaces)):
+        for layer, act, ws in zip(self.layers, self.activations, self.workspaces):
             z, saved = layer.forward(xp, layer.prepare_input(x), True, ws)
-            act = None if i == last and self.on_logits else layer.output_activation()
-            x = z if act is None else act.forward(xp, z, out=ws.array("activation", z.shape, z.dtype.name))
-            stages.append((saved, act, x))
+            x = z if act is None else act.forward(xp, z, out=ws.array("activation", z.shape, z.dtype))
+            stages.append((saved, x))
         loss, loss_backward = self.loss.logits_function(xp, x, y)
         g = loss_backward(self.seed, (True, False))[0]
         grads = []
-        for i in range(last, -1, -1):
-            saved, act, out = stages[i]
+        for i in range(len(self.layers) - 1, -1, -1):
+            saved, out = stages[i]
+            act = self.activations[i]
             if act is not None:
-                g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype.name))
+                g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype))
             g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
             grads[:0] = weight_grads
             if not self.need_input[i]:       # no weights before this layer: the walk back ends here
