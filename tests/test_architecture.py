@@ -114,3 +114,22 @@ def test_no_module_reads_another_modules_private_names():
                     and isinstance(node.value, ast.Name) and node.value.id in imported_modules):
                 offenders.append(f"{module}: {node.value.id}.{node.attr}")
     assert offenders == [], offenders
+
+
+# The floors of the README's "How it is built": a module imports only from its own floor or below.
+FLOORS = {"backend": 1, "errors": 1, "fileio": 1, "_registry": 1, "kernels": 2, "functional": 2, "random": 2,
+          "autograd": 3, "tensor": 3, "ops": 3, "activations": 4, "initializers": 4, "losses": 4, "metrics": 4,
+          "optimizers": 4, "distributed": 4, "layers": 5, "trainers": 6, "callbacks": 6, "saving": 6, "models": 7,
+          "datasets": 8, "utils": 8, "naive": 8}
+
+
+def test_each_floor_imports_only_from_the_floors_below():
+    graph = import_graph()
+
+    def floor(module):
+        top = module.split(".")[1] if "." in module else None
+        return 9 if top is None else FLOORS[top]           # gpunet/__init__.py sits on top of everything
+
+    assert {m.split(".")[1] for m in graph if "." in m} == set(FLOORS), "give every new module a floor"
+    upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if floor(b) > floor(a))
+    assert upward == [], f"imports from a higher floor: {upward}"
