@@ -218,3 +218,34 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
             opt.iterations = 1
             opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, h)
     assert set(launched) == set(sig)
+
+
+def test_a_source_compiles_once_per_gpu_and_looks_each_kernel_up_once(monkeypatch):
+    """Source.launch with a stand-in for CuPy: one RawModule per GPU, one get_function per kernel and GPU,
+    a grid that covers n (capped: the kernels are grid-stride loops)."""
+    from types import SimpleNamespace
+    modules, lookups, launches, current = [], [], [], [0]
+
+    class RawModule:
+        def __init__(self, code, options):
+            modules.append((code, options))
+
+        def get_function(self, name):
+            lookups.append((current[0], name))
+            return lambda grid, block, args: launches.append((name, grid, block, args))
+
+    fake = SimpleNamespace(RawModule=RawModule, cuda=SimpleNamespace(runtime=SimpleNamespace(getDevice=lambda: current[0])))
+    monkeypatch.setattr(gpunet.backend, "cupy_module", lambda: fake)
+    monkeypatch.setattr(cuda, "SOURCES", [])
+    source = cuda.Source(kernels.dense.__file__, "dense.cu")
+    source.launch("relu_bwd", 1000, ("args",))
+    source.launch("relu_bwd", 10 ** 10, ("args",))
+    source.launch("bias_act_fwd", 1, ())
+    current[0] = 1
+    source.launch("relu_bwd", 0, ())
+    assert len(modules) == 2 and modules[0] == (source.code, cuda.COMPILE_OPTIONS)
+    assert lookups == [(0, "relu_bwd"), (0, "bias_act_fwd"), (1, "relu_bwd")]
+    assert [(g, b) for _, g, b, _ in launches] == [((4,), (256,)), ((cuda.MAX_BLOCKS,), (256,)), ((1,), (256,)),
+                                                  ((1,), (256,))]
+    with pytest.raises(KeyError, match="dense.cu has no kernel 'nope'"):
+        source.launch("nope", 1, ())

@@ -10,6 +10,13 @@ from . import cuda
 SOURCE = cuda.Source(__file__, "softmax_xent.cu")
 
 
+def _targets(xp, y, sparse):
+    """The kernels' ``(y, labels, sparse)`` arguments: float32 rows of targets, or int64 class indices."""
+    if sparse:
+        return cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), cuda.i32(1)
+    return xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, cuda.i32(0)
+
+
 def softmax_xent_forward(xp, z, y, sparse):
     """Mean cross-entropy of ``softmax(z)`` against ``y``, and the probabilities.
 
@@ -22,13 +29,8 @@ def softmax_xent_forward(xp, z, y, sparse):
         z = xp.ascontiguousarray(z)
         probs = xp.empty_like(z)
         row_loss = xp.empty(rows, dtype="float32")
-        if sparse:
-            args = (z, cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), probs, row_loss, cuda.i64(rows),
-                    cuda.i64(cols), cuda.i32(1))
-        else:
-            args = (z, xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, probs, row_loss, cuda.i64(rows),
-                    cuda.i64(cols), cuda.i32(0))
-        SOURCE.launch("softmax_xent_fwd", rows, args)
+        y_arg, labels, flag = _targets(xp, y, sparse)
+        SOURCE.launch("softmax_xent_fwd", rows, (z, y_arg, labels, probs, row_loss, cuda.i64(rows), cuda.i64(cols), flag))
         return row_loss.mean(), probs
     logp = z - z.max(axis=1, keepdims=True)
     e = xp.exp(logp)
@@ -48,13 +50,8 @@ def softmax_xent_backward(xp, probs, y, g, sparse):
     if cuda.is_gpu(xp) and probs.dtype == "float32":
         dz = xp.empty_like(probs)
         g = xp.ascontiguousarray(g, dtype="float32").reshape(1)
-        if sparse:
-            args = (probs, cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), g, dz, cuda.i64(rows),
-                    cuda.i64(cols), cuda.i32(1))
-        else:
-            args = (probs, xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, g, dz, cuda.i64(rows),
-                    cuda.i64(cols), cuda.i32(0))
-        SOURCE.launch("softmax_xent_bwd", probs.size, args)
+        y_arg, labels, flag = _targets(xp, y, sparse)
+        SOURCE.launch("softmax_xent_bwd", probs.size, (probs, y_arg, labels, g, dz, cuda.i64(rows), cuda.i64(cols), flag))
         return dz
     if sparse:
         dz = probs.copy()
