@@ -155,8 +155,11 @@ class Layer:
     # -- computing -----------------------------------------------------------------
     @property
     def has_array_math(self) -> bool:
-        """Whether the layer defines :meth:`forward`/:meth:`backward` (and so can train tapeless)."""
-        return type(self).forward is not Layer.forward
+        """Whether :meth:`forward`/:meth:`backward` are this layer's math (so it can train tapeless): they
+        are defined, and no subclass overrides :meth:`call` more specifically than them."""
+        defined_forward, defined_call = (next(k for k in type(self).__mro__ if name in vars(k))
+                                         for name in ("forward", "call"))
+        return defined_forward is not Layer and issubclass(defined_forward, defined_call)
 
     def output_activation(self):
         """The activation to apply after :meth:`forward`, or None when it is the identity."""

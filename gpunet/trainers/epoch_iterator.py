@@ -18,6 +18,12 @@ def to_device(device, a):
     return device.asarray(a)
 
 
+def count_steps(n: int, batch_size: int, steps_per_epoch=None) -> int:
+    """Batches per epoch: ``ceil(n / batch_size)``, at most ``steps_per_epoch``."""
+    steps = -(-n // batch_size)
+    return steps if steps_per_epoch is None else min(steps, steps_per_epoch)
+
+
 class SingleProcess:
     """``fit``'s default strategy: this process trains alone. :class:`gpunet.distributed.DataParallel`
     implements the same methods across the ranks of an MPI job; here each is the identity."""
@@ -72,9 +78,7 @@ class EpochIterator:
         self.xd, self.yd = to_device(device, x), to_device(device, y)
         self.n, self.batch_size, self.shuffle = len(x), batch_size, shuffle
         self.device, self.strategy = device, strategy
-        self.steps = -(-self.n // batch_size)
-        if steps_per_epoch is not None:
-            self.steps = min(self.steps, steps_per_epoch)
+        self.steps = count_steps(self.n, batch_size, steps_per_epoch)
 
     def batches(self):
         order = None

@@ -23,7 +23,7 @@ from ..callbacks import CallbackList, History, format_evaluation
 from ..errors import NotCompiledError
 from ..tensor import Tensor
 from . import input_checks as checks
-from .epoch_iterator import EpochIterator, SingleProcess, to_device
+from .epoch_iterator import EpochIterator, SingleProcess, count_steps, to_device
 from .gradients import TapelessGradients, loss_on_logits, make_gradients
 from .guards import DeferredInterrupt, LossGuard
 from .running_sums import RunningSums, metric_sums
@@ -36,6 +36,7 @@ class _Run:
                  interrupt=None, batch_size=None):
         self.gradients, self.strategy, self.guard = gradients, strategy, guard
         self.params = model.trainable_weights
+        self.output_activation = model.layers[-1].output_activation()
         self.data, self.callbacks, self.validation = data, callbacks, validation
         self.interrupt, self.batch_size = interrupt, batch_size
         self.sums = RunningSums(model.metrics)
@@ -126,7 +127,7 @@ class Trainer:
             vx = vy = None
         if not self.built:
             self.build((None,) + tuple(x.shape[1:]))
-        steps = min(-(-len(x) // batch_size), steps_per_epoch or len(x))
+        steps = count_steps(len(x), batch_size, steps_per_epoch)
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": len(x),
                   "verbose": verbose, "rank": strategy.rank}
         cbs = CallbackList(callbacks, self, params)
@@ -147,7 +148,7 @@ class Trainer:
                 cbs.on_epoch_begin(epoch, {})
                 if not self._run_epoch(run, epoch):
                     break
-            cbs.on_train_end(self.history.history and {k: v[-1] for k, v in self.history.history.items()})
+            cbs.on_train_end({name: values[-1] for name, values in self.history.history.items()})
         return self.history
 
     def _run_epoch(self, run, epoch) -> bool:
@@ -183,8 +184,7 @@ class Trainer:
         applied (checked at once on the CPU; on a GPU the device flag makes the update a no-op)."""
         if len(x):
             loss, grads, outputs = run.gradients(x, y)
-            sums = metric_sums(self.metrics, self.device, y, outputs, run.gradients.on_logits,
-                               self.layers[-1].output_activation())
+            sums = metric_sums(self.metrics, self.device, y, outputs, run.gradients.on_logits, run.output_activation)
         else:   # fit(distributed=True): no rows of this batch here; still draw what the layers draw (dropout)
             self.call(Tensor.wrap(x, self.device), training=True)
             loss, grads, sums = None, None, ()
