@@ -20,7 +20,7 @@ from . import ops, naive, random  # noqa: E402  (light modules)
 __version__ = "0.1.0"
 
 _LAZY = ("layers", "models", "losses", "metrics", "optimizers", "activations", "initializers",
-         "callbacks", "utils", "datasets", "kernels", "distributed")
+         "callbacks", "utils", "datasets", "kernels", "distributed", "trainers", "saving", "functional")
 
 
 def __getattr__(name):
