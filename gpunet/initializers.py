@@ -19,6 +19,9 @@ from ._registry import lookup
 
 np = backend.numpy
 
+TRUNCATE_AT = 2.0                           # truncated normals are redrawn beyond this many standard deviations
+TRUNCATED_STD = 0.87962566103423978         # the standard deviation of a standard normal truncated at +-2
+
 
 def _fans(shape):
     if len(shape) < 1:
@@ -32,10 +35,10 @@ def _fans(shape):
 def _truncated_normal(shape, std):
     rng = random.generator()
     out = rng.standard_normal(shape)
-    bad = np.abs(out) > 2
+    bad = np.abs(out) > TRUNCATE_AT
     while bad.any():
         out[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(out) > 2
+        bad = np.abs(out) > TRUNCATE_AT
     return out * std
 
 
@@ -47,7 +50,7 @@ def glorot_uniform(shape, dtype="float32"):
 
 def glorot_normal(shape, dtype="float32"):
     fan_in, fan_out = _fans(shape)
-    return _truncated_normal(shape, math.sqrt(2.0 / (fan_in + fan_out)) / 0.87962566103423978).astype(dtype)
+    return _truncated_normal(shape, math.sqrt(2.0 / (fan_in + fan_out)) / TRUNCATED_STD).astype(dtype)
 
 
 def he_uniform(shape, dtype="float32"):
@@ -56,7 +59,7 @@ def he_uniform(shape, dtype="float32"):
 
 
 def he_normal(shape, dtype="float32"):
-    return _truncated_normal(shape, math.sqrt(2.0 / _fans(shape)[0]) / 0.87962566103423978).astype(dtype)
+    return _truncated_normal(shape, math.sqrt(2.0 / _fans(shape)[0]) / TRUNCATED_STD).astype(dtype)
 
 
 def zeros(shape, dtype="float32"):

@@ -8,6 +8,8 @@ import sys
 from ..errors import DistributedUnavailableError
 from .context import INSTALL_HINT
 
+OPEN_MPI_SLOTS_PER_HOST = 64     # Open MPI refuses more ranks than slots; allow this many per host
+
 
 def mpiexec_command(n: int, hosts: str | None = "127.0.0.1") -> list:
     """``[mpiexec, -n, N, ...]`` to launch ``n`` ranks (on ``hosts``; ``None``: MPI's default).
@@ -35,7 +37,7 @@ def _host_args(exe, hosts):
         version = ""
     names = hosts.split(",")
     if "Open MPI" in version or "OpenRTE" in version:
-        args = ["--host", ",".join(f"{h}:64" for h in names)]          # slots: allow up to 64 ranks per host
+        args = ["--host", ",".join(f"{h}:{OPEN_MPI_SLOTS_PER_HOST}" for h in names)]
         if all(h in ("127.0.0.1", "localhost") for h in names):
             args += ["--mca", "btl_tcp_if_include", "lo"]               # no other interface
         return args + (["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])

@@ -14,6 +14,8 @@ class Dense(Layer):
     products ``gz @ kernel.T`` (only when the input needs a gradient) and ``x.T @ gz``.
     """
 
+    activation_in_place = True
+
     def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", input_shape=None, name=None, input_dim=None):
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:

@@ -95,6 +95,8 @@ class Layer:
 
     activation = None            # the output activation (gpunet.activations), applied after forward
     accepts_integers = False     # True: integer data reaches forward as it is (else float32 first)
+    activation_in_place = False  # True: forward's output is the layer's own array, which backward does not
+                                 # read, so the tapeless step may apply the activation in place
 
     def __init__(self, input_shape=None, name: str | None = None, input_dim: int | None = None):
         if input_dim is not None and input_shape is None:

@@ -86,7 +86,8 @@ class TapelessGradients:
         stages = []
         for layer, act, ws in zip(self.layers, self.activations, self.workspaces):
             z, saved = layer.forward(xp, layer.prepare_input(x), True, ws)
-            x = z if act is None else act.forward(xp, z, out=ws.array("activation", z.shape, z.dtype))
+            x = z if act is None else act.forward(xp, z, out=z if layer.activation_in_place else
+                                                  ws.array("activation", z.shape, z.dtype))
             stages.append((saved, x))
         loss, loss_backward = self.loss.logits_function(xp, x, y)
         g = loss_backward(self.seed, (True, False))[0]
