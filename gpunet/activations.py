@@ -28,22 +28,23 @@ class Activation:
         self.name, self.forward, self.backward = name, forward, backward
         self.__doc__ = doc
 
-    def _function(self, xp, z, **options):
-        y = self.forward(xp, z, **options)
-        return y, lambda g, n: (self.backward(xp, g, y, **options),)
+    def _function(self, xp, z, *args, **kwargs):
+        y = self.forward(xp, z, *args, **kwargs)
+        return y, lambda g, n: (self.backward(xp, g, y, *args, **kwargs),)
 
-    def __call__(self, x, **options):
-        return apply(self._function, (as_tensor(x),), **options)
+    def __call__(self, x, *args, **kwargs):
+        """The activation of ``x`` (a Tensor; differentiable); softmax also takes ``axis`` (default -1)."""
+        return apply(self._function, (as_tensor(x),), *args, **kwargs)
 
     def __repr__(self):
         return f"<activation {self.name}>"
 
 
-def _identity(xp, z, out=None):
+def _identity(xp, z, *, out=None):
     return z
 
 
-def _pass_gradient(xp, g, y, out=None):
+def _pass_gradient(xp, g, y, *, out=None):
     return g
 
 

@@ -127,7 +127,8 @@ class GradientTape:
         if output_gradients is None:
             seed = xp.ones(target.shape, dtype=target.dtype)
         else:
-            seed = target.device.asarray(getattr(output_gradients, "data", output_gradients), dtype=target.dtype)
+            values = output_gradients.data if _is_tensor(output_gradients) else output_gradients
+            seed = target.device.asarray(values, dtype=target.dtype)
             if seed.shape != target.shape:
                 raise ValueError(f"output_gradients has shape {seed.shape} but target has shape {target.shape}")
         grads = {id(target): seed}
@@ -169,8 +170,13 @@ class GradientTape:
         return _map_structure(result, sources)
 
 
+def _is_tensor(value) -> bool:
+    """A gpunet Tensor (this module sits below :mod:`gpunet.tensor`: it knows the class by its shape)."""
+    return hasattr(value, "requires_grad") and hasattr(type(value), "wrap")
+
+
 def _check_tensor(value, requirement) -> None:
-    if not (hasattr(value, "requires_grad") and hasattr(type(value), "wrap")):
+    if not _is_tensor(value):
         raise TypeError(f"{requirement}, got {type(value).__name__}")
 
 

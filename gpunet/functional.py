@@ -116,15 +116,15 @@ def astype(xp, a, dtype):
 
 
 # --------------------------------- activations: forward(z) and backward(g, y) from the output y
-def relu_forward(xp, z, out=None):
+def relu_forward(xp, z, *, out=None):
     return kernels.bias_act(xp, z, None, "relu", out=xp.empty_like(z) if out is None else out)
 
 
-def relu_backward(xp, g, y, out=None):
+def relu_backward(xp, g, y, *, out=None):
     return kernels.act_backward(xp, g, y, "relu", out=out)
 
 
-def sigmoid_forward(xp, z, out=None):
+def sigmoid_forward(xp, z, *, out=None):
     """``1 / (1 + exp(-z))`` computed as ``0.5 * tanh(z / 2) + 0.5`` (no overflow)."""
     out = xp.multiply(z, 0.5, out=out)
     xp.tanh(out, out=out)
@@ -133,25 +133,25 @@ def sigmoid_forward(xp, z, out=None):
     return out
 
 
-def sigmoid_backward(xp, g, y, out=None):
+def sigmoid_backward(xp, g, y, *, out=None):
     return xp.multiply(g * y, 1 - y, out=out)
 
 
-def tanh_forward(xp, z, out=None):
+def tanh_forward(xp, z, *, out=None):
     return xp.tanh(z, out=out)
 
 
-def tanh_backward(xp, g, y, out=None):
+def tanh_backward(xp, g, y, *, out=None):
     return xp.multiply(g, 1 - y * y, out=out)
 
 
-def softmax_forward(xp, z, out=None, axis=-1):
+def softmax_forward(xp, z, axis=-1, *, out=None):
     """``exp(z) / sum(exp(z))`` along ``axis``, shifted by the max so large logits cannot overflow."""
     e = xp.exp(z - z.max(axis=axis, keepdims=True))
     return xp.divide(e, e.sum(axis=axis, keepdims=True), out=out)
 
 
-def softmax_backward(xp, g, y, out=None, axis=-1):
+def softmax_backward(xp, g, y, axis=-1, *, out=None):
     return xp.multiply(y, g - (g * y).sum(axis=axis, keepdims=True), out=out)
 
 

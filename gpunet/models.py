@@ -100,10 +100,11 @@ class Sequential(Trainer):
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             layer.maybe_build(x.shape, self.device)
-            x = layer.call(layer.prepare_input(x), training=training)
-            act = layer.output_activation()
-            if act is not None and (final_activation or i < last):
-                x = act(x)
+            x = layer.prepare_input(x)
+            if i == last and not final_activation and layer.output_activation() is not None:
+                x = layer.call_without_activation(x, training=training)
+            else:
+                x = layer.call(x, training=training)
         return x
 
     def __call__(self, x, training: bool = False) -> Tensor:
@@ -191,4 +192,4 @@ def load_model(filepath, device=None, compile: bool = True, restore_rng: bool = 
             on a GPU loads on the CPU and vice versa.
         compile: also restore the optimizer, loss and metrics (when the model was compiled).
     """
-    return saving.load_model(filepath, Sequential, device=device, compile=compile, restore_rng=restore_rng)
+    return saving.load_checkpoint(filepath, Sequential, device=device, compile=compile, restore_rng=restore_rng)

@@ -5,7 +5,7 @@ Both are one ``.npz`` file (a zip NumPy reads with ``allow_pickle=False``) holdi
 every weight in model order. A checkpoint also holds everything needed to continue training
 exactly where it stopped:
 
-* ``config`` — JSON: the architecture (each layer's class and config), the compile settings
+* ``config`` — JSON (format version 2): the architecture (each layer's class and config), the compile settings
   (optimizer with its hyper-parameters, loss, metrics), the optimizer's iteration count, the
   number of completed epochs, the state of :mod:`gpunet.random` (which draws shuffles and
   dropout masks) and any layer state (a seeded Dropout's generator);
@@ -21,8 +21,11 @@ Resuming on CPU is bit-exact: a model saved at the end of epoch ``k`` and traine
 ``fit(..., initial_epoch=model.epochs_completed)`` ends with exactly the weights of a run that
 was never interrupted.
 
+Format versions: 1 (slots under gpunet's own names: RMSprop ``scaled_velocity``, Adam ``m``/``v``)
+and 2 (Keras' names) both load; this version writes 2, which earlier versions refuse.
+
 This module knows models only through their public methods; :func:`gpunet.models.load_model`
-gives it the model class to rebuild.
+gives it the model class to rebuild (:func:`load_checkpoint`).
 """
 from __future__ import annotations
 
@@ -38,9 +41,10 @@ from .fileio import atomic_write
 np = backend.numpy
 
 FORMAT = "gpunet.checkpoint"
-VERSION = 1
+VERSION = 2                   # 2: optimizer slots under Keras' names (RMSprop's velocity is Keras' v)
+READABLE_VERSIONS = (1, 2)
 
-__all__ = ["CheckpointError", "save_weights", "load_weights", "save_model", "load_model", "read_checkpoint",
+__all__ = ["CheckpointError", "save_weights", "load_weights", "save_model", "load_checkpoint", "read_checkpoint",
            "model_config"]
 
 
@@ -144,14 +148,14 @@ def read_checkpoint(filepath) -> tuple[dict, dict]:
         raise CheckpointError(f"{filepath}: the checkpoint's config is damaged ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{filepath}: not a gpunet checkpoint (format {doc.get('format')!r})")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{filepath}: checkpoint version {doc.get('version')!r} is not supported by this "
-                              f"gpunet (reads version {VERSION}); upgrade gpunet")
+                              f"gpunet (reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade gpunet")
     return doc, arrays
 
 
-def load_model(filepath, model_class, device=None, compile: bool = True, restore_rng: bool = True):  # noqa: A002
-    """Rebuild a ``model_class`` saved by ``model.save(filepath)`` (see :func:`gpunet.models.load_model`)."""
+def load_checkpoint(filepath, model_class, device=None, compile: bool = True, restore_rng: bool = True):  # noqa: A002
+    """Rebuild a ``model_class`` saved by ``model.save(filepath)``: use :func:`gpunet.models.load_model`."""
     doc, arrays = read_checkpoint(filepath)
     cfg, state = doc["model"], doc["state"]
     try:

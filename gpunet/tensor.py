@@ -214,7 +214,7 @@ def apply(fn, inputs, *args, **kwargs) -> Tensor:
 def compare(name: str, a, b) -> Tensor:
     """Element-wise comparison (``'less'``, ``'equal'`` ...): a boolean tensor, not differentiable."""
     dev, (a, b) = _operands((a, b))
-    return Tensor.wrap(getattr(dev.xp, name)(getattr(a, "data", a), getattr(b, "data", b)), dev)
+    return Tensor.wrap(getattr(dev.xp, name)(*(v.data if isinstance(v, Tensor) else v for v in (a, b))), dev)
 
 
 def _operands(xs):

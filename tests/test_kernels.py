@@ -218,6 +218,10 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
             opt.iterations = 1
             opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, h)
     assert set(launched) == set(sig)
+    before = len(launched)          # strided views are not flat buffers: the twin runs instead of a kernel
+    np.testing.assert_array_equal(kernels.bias_act(np, y1h.T, None, "relu", out=np.empty((3, 4), F)), y1h.T)
+    np.testing.assert_array_equal(kernels.act_backward(np, y1h.T, y1h.T, "relu"), 0 * y1h.T)
+    assert len(launched) == before
 
 
 def test_a_source_compiles_once_per_gpu_and_looks_each_kernel_up_once(monkeypatch):

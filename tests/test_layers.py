@@ -133,3 +133,47 @@ def test_train_on_batch_is_one_fit_step_and_returns_the_loss_before_it(jit):
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
     assert set(a.train_on_batch(x, y, return_dict=True)) == {"loss", "accuracy"}
+
+
+class SimpleDense(layers.Layer):
+    """The book's next chapter's hand-written Dense: it applies its own activation inside call."""
+
+    def __init__(self, units, activation=None):
+        super().__init__()
+        self.units, self.activation = units, activation
+
+    def build(self, input_shape):
+        self.W = self.add_weight("W", (input_shape[-1], self.units), "glorot_uniform")
+        self.b = self.add_weight("b", (self.units,), "zeros")
+
+    def call(self, x, training=False):
+        y = gpunet.ops.matmul(x, self.W) + self.b
+        return self.activation(y) if self.activation is not None else y
+
+
+class DoubledDense(layers.Dense):
+    def call(self, x, training=False):
+        return super().call(x, training) * 2
+
+
+def test_a_layer_that_overrides_call_is_its_whole_math():
+    """Nothing is applied after a user's call (Keras semantics): its own activation runs once, and a
+    Dense subclass's super().call() is the activated output."""
+    x = rng.random((4, 5), dtype=np.float32)
+    custom = models.Sequential([SimpleDense(3, activations.softmax)])
+    out = custom.predict(x)
+    z = x @ custom.layers[0].W.numpy() + custom.layers[0].b.numpy()
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-6)
+    doubled = models.Sequential([DoubledDense(3, activation="relu", input_shape=(5,))])
+    kernel = doubled.layers[0].kernel.numpy()
+    np.testing.assert_allclose(doubled.predict(x), 2 * np.maximum(x @ kernel, 0), rtol=1e-6)
+    custom.compile(optimizer="sgd", loss="categorical_crossentropy")
+    h = custom.fit(x, to_categorical([0, 1, 2, 0], 3), epochs=1, verbose=0)
+    assert not custom._last_fit["tapeless"] and np.isfinite(h.history["loss"][0])
+
+
+def test_softmax_takes_its_axis_by_position_or_name():
+    x = gpunet.tensor(rng.random((3, 4), dtype=np.float32))
+    np.testing.assert_allclose(activations.softmax(x, 0).numpy().sum(axis=0), np.ones(4), rtol=1e-6)
+    np.testing.assert_allclose(activations.softmax(x, axis=0).numpy(), activations.softmax(x, 0).numpy())

@@ -130,3 +130,24 @@ def test_gradient_shape_mismatch_changes_nothing():
     with pytest.raises(gpunet.ShapeError, match=r"gradient of shape \(4,\) does not match .* \(2,\)"):
         opt.apply_gradients([(gpunet.tensor(np.ones(3)), w), (gpunet.tensor(np.ones(4)), v)])
     assert np.all(w.numpy() == 1) and opt.iterations == 0
+
+
+def test_a_custom_optimizer_with_gpunets_earlier_interface_still_works():
+    """build_slots(param) + update_step(grad, param, slots): plain SGD, checked against its formula."""
+    class PlainSGD(optimizers.Optimizer):
+        def build_slots(self, param):
+            return {}
+
+        def update_step(self, grad, param, slots):
+            param.data -= self.learning_rate * grad
+
+    w0 = np.array([1.0, -2.0, 0.5], np.float32)
+    w = gpunet.tensor(w0, requires_grad=True)
+    opt = PlainSGD(0.1)
+    opt.apply_gradients([(gpunet.tensor([1.0, 1.0, -1.0]), w)])
+    np.testing.assert_allclose(w.numpy(), w0 - 0.1 * np.array([1.0, 1.0, -1.0]), rtol=1e-6)
+    from gpunet import layers, models
+    net = models.Sequential([layers.Dense(2, activation="softmax", input_shape=(3,))])
+    net.compile(optimizer=PlainSGD(0.05), loss="categorical_crossentropy")
+    net.fit(np.ones((4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]], epochs=2, batch_size=2, verbose=0)
+    assert net.optimizer.iterations == 4

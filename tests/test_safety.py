@@ -132,7 +132,7 @@ def test_load_model_errors_are_clear(tmp_path):
         models.load_model(tmp_path / "cut.npz")
     with np.load(tmp_path / "full.npz") as f:
         arrays = {k: f[k] for k in f.files}
-    arrays["config"] = np.array(str(arrays["config"]).replace('"version": 1', '"version": 99'))
+    arrays["config"] = np.array(str(arrays["config"]).replace('"version": 2', '"version": 99'))
     np.savez(tmp_path / "future.npz", **arrays)
     with pytest.raises(CheckpointError, match="version 99 is not supported"):
         models.load_model(tmp_path / "future.npz")
@@ -215,11 +215,11 @@ def test_ctrl_c_inside_an_update_finishes_the_step_then_interrupts(monkeypatch):
     calls = []
     original = type(net.optimizer).update_step
 
-    def update_step(self, grad, param, slots, halt=None):
+    def update_step(self, grad, param, slots):
         calls.append(param.name)
         if len(calls) == 4 * 4 + 2 * 4 - 2:     # epoch 2, step 2, between two parameter updates
             os.kill(os.getpid(), signal.SIGINT)
-        original(self, grad, param, slots, halt)
+        original(self, grad, param, slots)
 
     monkeypatch.setattr(type(net.optimizer), "update_step", update_step)
     with pytest.raises(KeyboardInterrupt, match="last completed step"):

@@ -43,12 +43,19 @@ def sigmoid_then_softmax(device=None):
             layers.Dense(3, activation="softmax")], "categorical_crossentropy", "rmsprop"
 
 
+def half_precision_into_dropout(device=None):
+    return [layers.Dropout(0.3, input_shape=(12,)), layers.Dense(8, activation="relu"),
+            layers.Dense(3, activation="softmax")], "sparse_categorical_crossentropy", "sgd"
+
+
 def loss_from_logits(device=None):
     return [layers.Dense(8, activation="relu", input_shape=(12,)), layers.Dense(3)], \
         losses.SparseCategoricalCrossentropy(from_logits=True), optimizers.SGD(0.05, momentum=0.5)
 
 
 def data(name, n=96):
+    if name == "half_precision_into_dropout":
+        return rng.standard_normal((n, 12)).astype(np.float16), rng.integers(0, 3, n)
     if name == "half_precision_input":
         return rng.standard_normal((n, 12)).astype(np.float16), to_categorical(rng.integers(0, 3, n), 3)
     if name == "chapter":
@@ -61,7 +68,8 @@ def data(name, n=96):
 
 
 @pytest.mark.parametrize("make", [chapter, deep_images, float_input, half_precision_input,
-                                  dropout_tanh_and_activation_layer, sigmoid_then_softmax, loss_from_logits],
+                                  dropout_tanh_and_activation_layer, sigmoid_then_softmax, loss_from_logits,
+                                  half_precision_into_dropout],
                          ids=lambda f: f.__name__)
 def test_tapeless_step_equals_the_taped_step(dev, make):
     x, y = data(make.__name__)

@@ -12,6 +12,11 @@ ACTIVATION_CODES = {None: 0, "linear": 0, "relu": 1}      # the kernels' ``act``
 SOURCE = cuda.Source(__file__, "dense.cu")
 
 
+def _flat(*arrays) -> bool:
+    """The kernels index memory as one flat C-ordered buffer: strided views take the twin's path."""
+    return all(a.flags.c_contiguous for a in arrays)
+
+
 def bias_act(xp, z, b, activation, out=None):
     """``act(z + b)`` into ``out`` (default: in place into ``z``); ``b`` ``(cols,)`` or None,
     ``activation`` None/'linear' or 'relu'. Returns the result."""
@@ -19,7 +24,7 @@ def bias_act(xp, z, b, activation, out=None):
         raise ValueError(f"bias_act supports activations None, 'linear', 'relu'; got {activation!r}")
     out = z if out is None else out
     code = ACTIVATION_CODES[activation]
-    if cuda.is_gpu(xp) and z.dtype == "float32" and (b is None or b.dtype == "float32"):
+    if cuda.is_gpu(xp) and z.dtype == "float32" and _flat(z, out) and (b is None or (b.dtype == "float32" and _flat(b))):
         SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(z.shape[-1]),
                                                cuda.i32(code)))
         return out
@@ -37,7 +42,7 @@ def act_backward(xp, g, y, activation, out=None):
     (into ``out`` when given, an array shaped like ``g``); ``g`` itself when linear."""
     if ACTIVATION_CODES[activation] == 0:
         return g
-    if cuda.is_gpu(xp) and g.dtype == "float32":
+    if cuda.is_gpu(xp) and g.dtype == "float32" and y.dtype == "float32" and _flat(y) and (out is None or _flat(out)):
         gz = xp.empty_like(g) if out is None else out
         SOURCE.launch("relu_bwd", g.size, (xp.ascontiguousarray(g), y, gz, cuda.i64(g.size)))
         return gz

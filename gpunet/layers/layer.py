@@ -9,12 +9,12 @@ A layer is ``build(input_shape)`` (create weights) plus its math on arrays of it
   the gradient of ``x`` (None when not needed) and one gradient per weight, in :attr:`weights`
   order.
 
-``layer.activation`` (Keras' attribute) is applied after ``forward`` by whoever runs the
-layer: ``layer(x)``, :class:`~gpunet.models.Sequential`, and the training step, which can stop
-before the last activation to compute the loss on its logits. ``call`` records forward and
-backward on the tape as one op, so a layer with these two methods works on the tape and in
-the tapeless training step alike. A layer that only overrides ``call`` (with Tensor ops) is
-trained with the tape.
+``layer.activation`` (Keras' attribute) follows ``forward``: ``call`` records forward and backward
+on the tape as one op (:meth:`Layer.call_without_activation`), then applies the activation, so a
+layer with these two methods works on the tape and in the tapeless training step alike, and the
+trainer can stop before the last activation to compute the loss on its logits. A layer that
+overrides ``call`` (with Tensor ops, as in Keras) is the whole of its math, activation included:
+it is trained with the tape, and nothing is applied after its ``call``.
 """
 from __future__ import annotations
 
@@ -164,9 +164,10 @@ class Layer:
         return defined_forward is not Layer and issubclass(defined_forward, defined_call)
 
     def output_activation(self):
-        """The activation to apply after :meth:`forward`, or None when it is the identity."""
+        """The activation that follows :meth:`forward`, or None: the identity, or a layer that overrides
+        ``call`` (its ``call`` applies whatever it applies)."""
         act = self.activation
-        return None if act is None or act is activations.linear else act
+        return None if act is None or act is activations.linear or not self.has_array_math else act
 
     def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         """``(z, saved)``: the output before the activation, and what :meth:`backward` needs; ``ws``
@@ -178,7 +179,13 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} defines call() only")
 
     def call(self, x: Tensor, training: bool = False) -> Tensor:
-        """The layer (before its activation) on a Tensor: :meth:`forward`/:meth:`backward` as one taped op."""
+        """The layer on a Tensor (Keras' ``call``): :meth:`call_without_activation`, then the activation."""
+        y = self.call_without_activation(x, training)
+        act = self.activation
+        return y if act is None or act is activations.linear else act(y)
+
+    def call_without_activation(self, x: Tensor, training: bool = False) -> Tensor:
+        """The layer before its activation on a Tensor: :meth:`forward`/:meth:`backward` as one taped op."""
         return apply(self._taped_forward, (x, *self._weights), training=training)
 
     def _taped_forward(self, xp, x, *weights, training=False):
@@ -199,9 +206,7 @@ class Layer:
         if not isinstance(x, Tensor):
             x = Tensor(x, device=self.device)
         self.maybe_build(x.shape, x.device)
-        y = self.call(self.prepare_input(x), training=training)
-        act = self.output_activation()
-        return y if act is None else act(y)
+        return self.call(self.prepare_input(x), training=training)
 
     # -- state and config ------------------------------------------------------------
     def get_state(self) -> dict:

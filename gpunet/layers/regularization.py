@@ -33,7 +33,7 @@ class Dropout(Layer):
             return x, None
         keep = random.batch_uniform(x.shape, self._generator) >= self.rate
         mask = self.device.asarray(keep.astype(np.float32) / np.float32(1 - self.rate))
-        return xp.multiply(x, mask, out=ws.array("y", x.shape, x.dtype)), mask
+        return xp.multiply(x, mask, out=ws.array("y", x.shape, np.promote_types(x.dtype, mask.dtype))), mask
 
     def backward(self, saved, gz, need_input=True):
         return (gz if saved is None else gz * saved), []

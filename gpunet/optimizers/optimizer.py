@@ -3,7 +3,8 @@
 A subclass states its rule once, as Chainer's optimizers do: ``update_core_cpu`` (the NumPy
 twin, in place) and ``update_core_gpu`` (one CUDA kernel from the ``.cu`` file beside it),
 both given the gradient, the weight array and the slots. :meth:`Optimizer.update_step`
-picks one per parameter.
+picks one per parameter. A custom optimizer may instead override ``build_slots(param)`` and
+``update_step(grad, param, slots)`` (gpunet's earlier interface), which still works.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 
 from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
+from ..tensor import Tensor
 
 FLOAT32 = backend.numpy.dtype("float32")     # what the CUDA update kernels take
 
@@ -54,24 +56,31 @@ class Optimizer:
         """
         pairs = [(g, v) for g, v in grads_and_vars if g is not None]
         for g, v in pairs:
-            if not hasattr(v, "requires_grad"):
+            if not isinstance(v, Tensor):
                 raise TypeError(f"parameters must be gpunet Tensors, got {type(v).__name__}")
-            gd = getattr(g, "data", g)
+            gd = g.data if isinstance(g, Tensor) else g
             if tuple(gd.shape) != v.shape:
                 raise ShapeError(f"gradient of shape {tuple(gd.shape)} does not match its parameter of shape "
                                  f"{v.shape}; pass zip(grads, params) in the same order")
-            if hasattr(g, "device") and g.device != v.device:
+            if isinstance(g, Tensor) and g.device != v.device:
                 raise DeviceMismatchError(f"gradient on {g.device} but parameter on {v.device}")
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def apply(self, grads, params, halt=None) -> None:
         """One update step of ``params`` (Tensors) with ``grads`` (arrays or Tensors, None to skip),
-        already validated. ``halt``: the loss guard's device flag (int32 ``(1,)``); while it is
-        set, the updates do nothing (on a GPU the kernels test it, so the host never waits)."""
+        already validated. ``halt``: the loss guard's flag (int32 ``(1,)``); while it is set, the
+        updates do nothing (on a GPU the kernels test it on the device, so the host never waits)."""
         self.iterations += 1
         for g, p in zip(grads, params):
-            if g is not None:
-                self.update_step(getattr(g, "data", g), p, self.slots_of(p), halt)
+            if g is None:
+                continue
+            g = g.data if isinstance(g, Tensor) else g
+            if halt is None:
+                self.update_step(g, p, self.slots_of(p))
+            elif p.device.is_gpu:
+                self.update_step(g, p, self.slots_of(p), halt=halt)
+            elif not halt[0]:                      # on the CPU the flag is a host value
+                self.update_step(g, p, self.slots_of(p))
 
     def update_step(self, grad, param, slots, halt=None) -> None:
         """Update one parameter in place: the CUDA kernel for float32 GPU weights, else the twin."""
@@ -87,15 +96,18 @@ class Optimizer:
         raise NotImplementedError
 
     # -- slots ------------------------------------------------------------------------
+    def build_slots(self, param) -> dict:
+        """Zero-filled slot arrays for ``param``, one per :attr:`slot_names` (on its device)."""
+        return {name: param.device.xp.zeros_like(param.data) for name in self.slot_names}
+
     def slots_of(self, param) -> dict:
-        """``param``'s slots (zero-filled on its device at first use)."""
+        """``param``'s slots (built at first use)."""
         slots = self._slots.get(id(param))
         if slots is None:
-            xp = param.device.xp
-            slots = self._slots[id(param)] = {name: xp.zeros_like(param.data) for name in self.slot_names}
+            slots = self._slots[id(param)] = self.build_slots(param)
             self._params[id(param)] = param
             if not param.device.is_gpu:
-                self._scratch[id(param)] = xp.empty_like(param.data)
+                self._scratch[id(param)] = param.device.xp.empty_like(param.data)
         return slots
 
     def export_slot(self, name, array):
