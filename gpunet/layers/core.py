@@ -55,7 +55,8 @@ class Dense(Layer):
         xp, x2, shape, ws = saved
         gz2 = gz.reshape(-1, self.units)
         gx, gk, gb = kernels.dense_backward(xp, gz2, x2, self.kernel.data, need_input, True, self.use_bias,
-                                            {"gx": ws.array("gx", x2.shape), "gk": ws.array("gk", self.kernel.shape)})
+                                            {"gx": ws.array("gx", x2.shape) if need_input else None,
+                                             "gk": ws.array("gk", self.kernel.shape)})
         return None if gx is None else gx.reshape(shape), [gk] if gb is None else [gk, gb]
 
     def get_config(self):
