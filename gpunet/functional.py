@@ -181,11 +181,13 @@ def log_softmax(xp, a, axis=-1):
     return y, lambda g, n: (g - xp.exp(y) * g.sum(axis=axis, keepdims=True),)
 
 
-def softmax_cross_entropy(xp, logits, labels, sparse=False):
-    """Mean over the batch of ``-sum(y * log(softmax(logits)))``: the fused kernel of
-    :mod:`gpunet.kernels.softmax_xent`; no gradient for the labels."""
-    loss, probs = kernels.softmax_xent_forward(xp, logits, labels, sparse)
-    return loss, lambda g, n: (kernels.softmax_xent_backward(xp, probs, labels, g, sparse) if n[0] else None, None)
+def softmax_cross_entropy(xp, logits, labels, sparse=False, sample_weight=None):
+    """Mean over the batch of ``-sum(y * log(softmax(logits)))`` (each row's loss times its
+    ``sample_weight``, a float32 ``(rows,)`` array, when given): the fused kernel of
+    :mod:`gpunet.kernels.softmax_xent`; no gradient for the labels or the weights."""
+    loss, probs = kernels.softmax_xent_forward(xp, logits, labels, sparse, sample_weight)
+    return loss, lambda g, n: (kernels.softmax_xent_backward(xp, probs, labels, g, sparse, sample_weight)
+                               if n[0] else None, None)
 
 
 # ------------------------------------------------------------------ reductions

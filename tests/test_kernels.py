@@ -210,6 +210,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     for sparse, y in ((False, y1h), (True, labels)):
         loss, probs = kernels.softmax_xent_forward(np, z, y, sparse)
         kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse)
+        kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse, np.ones(4, F))   # sample weights
     kernels.guard_loss(np, np.zeros((), F), halt, bad, val, 7)
     for h in (None, halt):
         for opt in (optimizers.SGD(0.1, momentum=0.9, nesterov=True), optimizers.SGD(0.1),

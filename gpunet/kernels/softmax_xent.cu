@@ -22,14 +22,16 @@ __global__ void softmax_xent_fwd(const float* z, const float* y, const long long
     }
 }
 
-// dz = (probs - y) * g[0] / rows: the exact softmax-cross-entropy backward.
+// dz = (probs - y) * g[0] / rows [* w[row]]: the exact softmax-cross-entropy backward; w (per-row
+// sample weights) may be null.
 __global__ void softmax_xent_bwd(const float* probs, const float* y, const long long* labels, const float* g,
-                                 float* dz, long long rows, long long cols, int sparse) {
+                                 const float* w, float* dz, long long rows, long long cols, int sparse) {
     long long n = rows * cols;
     float scale = g[0] / (float)rows;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float t = sparse ? (labels[i / cols] == i % cols ? 1.0f : 0.0f) : y[i];
-        dz[i] = (probs[i] - t) * scale;
+        float d = (probs[i] - t) * scale;
+        dz[i] = w ? d * w[i / cols] : d;
     }
 }
 
