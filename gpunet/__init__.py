@@ -14,7 +14,7 @@ from .backend import (Device, device, free_memory, get_default_device, gpu_avail
                       set_default_device, use_device)
 from .errors import (DeviceMismatchError, DeviceUnavailableError, DistributedUnavailableError, NotCompiledError,
                      ShapeError)
-from .tensor import Tensor, ones, tensor, zeros
+from .tensor import Tensor, from_dlpack, ones, tensor, zeros
 from . import ops, naive, random  # noqa: E402  (light modules)
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ def __getattr__(name):
 
 
 __all__ = ["Device", "DeviceMismatchError", "DeviceUnavailableError", "DistributedUnavailableError", "GradientTape",
-           "NotCompiledError", "ShapeError", "Tensor", "backend", "device", "free_memory", "get_default_device", "gpu_available",
+           "NotCompiledError", "ShapeError", "Tensor", "backend", "device", "free_memory", "from_dlpack", "get_default_device",
+           "gpu_available",
            "is_recording", "memory_info", "naive", "no_grad", "ones", "ops", "random", "set_default_device",
            "tensor", "use_device", "zeros", *_LAZY]

@@ -39,7 +39,7 @@ from .errors import DeviceUnavailableError
 
 __all__ = [
     "Device", "device", "get_default_device", "set_default_device", "use_device",
-    "gpu_available", "free_memory", "memory_info", "numpy",
+    "gpu_available", "free_memory", "memory_info", "numpy", "from_dlpack",
 ]
 
 _cupy = None          # the cupy module once imported
@@ -129,6 +129,9 @@ class Device:
 
     def __hash__(self):
         return hash((self.kind, self.index))
+
+    def __reduce__(self):
+        return device, (self.name,)        # pickled by name: unpickles to this process's Device
 
     @property
     def is_gpu(self) -> bool:
@@ -281,6 +284,26 @@ def nccl_module():
     except Exception:
         return None
     return nccl if getattr(nccl, "available", True) else None
+
+
+DLPACK_CPU, DLPACK_CUDA = 1, 2       # DLPack device types (dlpack.h: kDLCPU, kDLCUDA)
+
+
+def from_dlpack(obj):
+    """``(array, device)`` viewing the memory of ``obj`` (any object with ``__dlpack__``: a PyTorch, JAX,
+    CuPy or NumPy array) without a copy: a NumPy array on ``'cpu'`` or a CuPy array on ``'gpu:N'``."""
+    if not hasattr(obj, "__dlpack__") or not hasattr(obj, "__dlpack_device__"):
+        raise TypeError(f"from_dlpack needs an object with __dlpack__ and __dlpack_device__ (a PyTorch, JAX, CuPy "
+                        f"or NumPy array), got {type(obj).__name__}")
+    kind, index = obj.__dlpack_device__()
+    if kind == DLPACK_CPU:
+        return numpy.from_dlpack(obj), device("cpu")
+    if kind == DLPACK_CUDA:
+        dev = device(f"gpu:{int(index)}")
+        with dev:
+            return _cupy.from_dlpack(obj), dev
+    raise DeviceUnavailableError(f"from_dlpack: the data lives on DLPack device type {kind}, which gpunet cannot use "
+                                 "(it takes CPU and CUDA memory); copy it to the CPU first")
 
 
 def cupy_module():

@@ -1,88 +1,254 @@
-"""Metrics by Keras name: ``accuracy``/``acc``, ``mae``, ``mse``, and any loss name.
+"""Metrics by Keras name: ``accuracy``/``acc``, ``binary_accuracy``, ``categorical_accuracy``,
+``sparse_categorical_accuracy``, ``mae``, ``mse``, any loss name, or a function ``fn(y_true, y_pred)``.
 
-A metric turns one batch into a *sum* over its samples (a 0-d array left on
-the device); the model adds the sums up and divides by the sample count only
-when a value is displayed, so nothing crosses to the host inside a step.
+A metric turns one batch into a *sum* over its samples (a 0-d array left on the device,
+:meth:`Metric.batch_sum`); the model adds the sums up and divides by the sample count (by the
+sum of the weights for weighted metrics) only when a value is displayed, so nothing crosses to
+the host inside a step. A metric's values are averaged over each sample's positions first, so
+a ``(n, t, c)`` output's accuracy is the fraction of correct positions, as in Keras.
+Standalone, ``update_state(y_true, y_pred, sample_weight=None)`` / ``result()`` /
+``reset_state()`` work as Keras' do.
 
-``accuracy`` follows Keras: categorical (argmax vs argmax), sparse (argmax vs
-integer label) or binary (threshold 0.5) — chosen from the loss and from the
-shapes of the targets and predictions.
+``accuracy`` follows Keras' ``compile``: binary (threshold 0.5) when the output has one unit,
+sparse (argmax vs integer label) when the targets have fewer axes or a last axis of 1, else
+categorical (argmax vs argmax) — chosen from the shapes of the targets and predictions.
+
+Example:
+    >>> from gpunet import metrics
+    >>> m = metrics.get("sparse_categorical_accuracy")
+    >>> m.update_state([[2], [1]], [[0.1, 0.6, 0.3], [0.05, 0.95, 0]])
+    >>> float(m.result())
+    0.5
 """
 from __future__ import annotations
+
+import math
 
 from . import losses as _losses
 from ._registry import lookup
 from .errors import CheckpointError
+from .losses import squeeze_or_expand_to_same_rank
+from .tensor import Tensor, as_tensor
+
+
+def _pair(y_true, y_pred):
+    y_pred = as_tensor(y_pred)
+    return as_tensor(y_true, y_pred.device), y_pred
+
+
+def batch_sums(xp, values, sample_weight=None, batch=None):
+    """``(sum, weight)`` of per-position metric ``values`` over one batch, as Keras' ``Mean`` counts them.
+
+    Unweighted: ``sum`` of each sample's mean value, ``weight`` the number of samples. Weighted:
+    ``sample_weight`` (scalar, ``(n,)``, ``(n, 1)``, ``(n, t)``...) is aligned with ``values``, the values
+    are averaged over the axes the weights lack, and ``sum = sum(values * w)``, ``weight = sum(w)``
+    (``w`` broadcast to the values), so ``sum / weight`` is Keras' weighted mean.
+    """
+    if values.ndim == 0:
+        values = xp.broadcast_to(values, (batch or 1,))
+    if sample_weight is None:
+        if values.ndim > 1:
+            values = values.mean(axis=tuple(range(1, values.ndim)))
+        return values.sum(), values.shape[0]
+    w = xp.asarray(sample_weight.data if isinstance(sample_weight, Tensor) else sample_weight, dtype=values.dtype)
+    values, w = squeeze_or_expand_to_same_rank(values, w)
+    if values.ndim > w.ndim:
+        values = values.mean(axis=tuple(range(w.ndim, values.ndim)))
+    w = xp.broadcast_to(w, values.shape)
+    return (values * w).sum(), w.sum()
 
 
 class Metric:
-    """``batch_sum(y_true, y_pred, logits)`` -> the metric summed over the batch (device 0-d array).
+    """``batch_sum(y_true, y_pred, logits=False, sample_weight=None)`` -> the metric summed over the batch.
 
-    ``y_pred`` is a Tensor of the model's outputs; when ``logits`` is true they are the
-    values before the output softmax/sigmoid (the loss was computed on the logits, see :mod:`gpunet.losses`).
+    ``y_pred`` holds the model's outputs; when ``logits`` is true they are the values before the
+    output softmax/sigmoid (the loss was computed on the logits, see :mod:`gpunet.losses`).
+    Subclasses implement :meth:`values` (one value per sample or position, a device array).
     """
 
     needs_probabilities = True
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, name=None, dtype=None):
+        self.name = name or type(self).__name__.lower()
+        self.dtype = dtype or "float32"
+        self.reset_state()
 
-    def batch_sum(self, y_true, y_pred, logits=False):
+    def values(self, y_true, y_pred, logits=False):
         raise NotImplementedError
+
+    def batch_sums(self, y_true, y_pred, logits=False, sample_weight=None):
+        """``(weighted sum, sum of the weights)`` of one batch (device 0-d arrays; see :func:`batch_sums`)."""
+        y_true, y_pred = _pair(y_true, y_pred)
+        v = self.values(y_true, y_pred, logits)
+        v = y_pred.device.xp.asarray(v, dtype=self.dtype)
+        return batch_sums(y_pred.device.xp, v, sample_weight, y_pred.shape[0] if y_pred.ndim else 1)
+
+    def batch_sum(self, y_true, y_pred, logits=False, sample_weight=None):
+        """The metric summed over the batch's samples (weighted by ``sample_weight`` when given)."""
+        return self.batch_sums(y_true, y_pred, logits, sample_weight)[0]
+
+    # -- Keras' stateful interface ------------------------------------------------
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        total, count = self.batch_sums(y_true, y_pred, False, sample_weight)
+        self.total, self.count, self.device = self.total + total, self.count + count, as_tensor(y_pred).device
+
+    def result(self) -> Tensor:
+        """The mean so far (0 before any update), a 0-d Tensor."""
+        if self.device is None:
+            return as_tensor(0.0)
+        xp = self.device.xp
+        count = xp.asarray(self.count, dtype=self.dtype)
+        return Tensor.wrap(xp.where(count != 0, xp.asarray(self.total, dtype=self.dtype) /
+                                    xp.where(count != 0, count, 1), 0).astype(self.dtype), self.device)
+
+    def reset_state(self):
+        self.total, self.count, self.device = 0.0, 0, None
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def resolve_kind(y_true_shape, y_pred_shape) -> str:
+    """Keras' choice for ``'accuracy'``: 'binary', 'sparse' or 'categorical', from the shapes."""
+    t_last = y_true_shape[-1] if len(y_true_shape) else None
+    p_last = y_pred_shape[-1] if len(y_pred_shape) else None
+    if p_last == 1:
+        return "binary"
+    if len(y_true_shape) < len(y_pred_shape) or (t_last == 1 and (p_last is None or p_last > 1)):
+        return "sparse"
+    return "categorical"
+
+
+def accuracy_values(xp, kind, t, p, threshold=0.5, logits=False):
+    """Per-position hits (bool arrays) of the accuracy ``kind`` for targets ``t`` and outputs ``p`` (arrays)."""
+    if kind in ("binary", "exact"):
+        t, p = squeeze_or_expand_to_same_rank(t, p)
+        if kind == "exact":
+            return t == p
+        cut = threshold if not logits else (math.log(threshold / (1 - threshold)) if 0 < threshold < 1
+                                             else (-math.inf if threshold <= 0 else math.inf))
+        return t == (p > cut)
+    pred = p.argmax(axis=-1)
+    if kind == "categorical":
+        return t.argmax(axis=-1) == pred
+    if t.ndim == p.ndim and t.shape[-1] == 1:
+        t = t.reshape(t.shape[:-1])
+    if t.shape != pred.shape and t.size == pred.size:
+        t = t.reshape(pred.shape)
+    return t == pred
 
 
 class Accuracy(Metric):
-    """Fraction of correct predictions; ``kind`` is 'categorical', 'sparse', 'binary' or None (auto)."""
+    """Fraction of correct predictions. ``kind``: 'categorical', 'sparse', 'binary' (``y_pred > threshold``),
+    'exact' (``y_true == y_pred``, Keras' ``keras.metrics.Accuracy``), or None: picked from the shapes as
+    Keras' ``compile`` picks for ``'accuracy'`` (:meth:`resolve`, called by ``compile``/``fit``)."""
 
     needs_probabilities = False
+    kind_default = None
+    direction = "up"       # higher is better (what EarlyStopping's mode='auto' reads)
 
-    def __init__(self, name="accuracy", kind=None):
-        super().__init__(name)
-        self.kind = kind
+    def __init__(self, name="accuracy", dtype=None, kind=None, threshold=0.5):
+        super().__init__(name, dtype)
+        self.kind = kind or self.kind_default
+        self.threshold = threshold
 
     def resolve(self, loss, y_true_shape, y_pred_shape):
+        """Fix an unset ``kind`` from the target and output shapes (``loss`` is not used, as in Keras 3)."""
         if self.kind is None:
-            if isinstance(loss, _losses.BinaryCrossentropy) or y_pred_shape[-1:] == (1,):
-                self.kind = "binary"
-            elif isinstance(loss, _losses.SparseCategoricalCrossentropy) or len(y_true_shape) < len(y_pred_shape) \
-                    or y_true_shape[-1:] == (1,):
-                self.kind = "sparse"
-            else:
-                self.kind = "categorical"
+            self.kind = resolve_kind(tuple(y_true_shape), tuple(y_pred_shape))
         return self.kind
 
-    def batch_sum(self, y_true, y_pred, logits=False):
-        xp = y_pred.device.xp
-        p, t = y_pred.data, y_true.data
-        if self.kind == "binary":
-            hit = (p > (0 if logits else 0.5)) == (t.reshape(p.shape) > 0.5)
-            return hit.mean(axis=-1).sum() if hit.ndim > 1 else hit.sum()
-        pred = p.argmax(axis=-1)
-        true = t.argmax(axis=-1) if self.kind == "categorical" else t.reshape(pred.shape)
-        return xp.count_nonzero(pred == true)
+    def values(self, y_true, y_pred, logits=False):
+        kind = self.kind or resolve_kind(y_true.shape, y_pred.shape)
+        return accuracy_values(y_pred.device.xp, kind, y_true.data, y_pred.data, self.threshold, logits)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "threshold": self.threshold}
+
+
+class BinaryAccuracy(Accuracy):
+    """Keras' ``BinaryAccuracy``: how often ``y_pred > threshold`` equals ``y_true``."""
+
+    kind_default = "binary"
+
+    def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
+        super().__init__(name, dtype, "binary", threshold)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "threshold": self.threshold}
+
+
+class CategoricalAccuracy(Accuracy):
+    """Keras' ``CategoricalAccuracy``: how often ``argmax(y_pred)`` equals ``argmax(y_true)``."""
+
+    kind_default = "categorical"
+
+    def __init__(self, name="categorical_accuracy", dtype=None):
+        super().__init__(name, dtype, "categorical")
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+class SparseCategoricalAccuracy(Accuracy):
+    """Keras' ``SparseCategoricalAccuracy``: how often ``argmax(y_pred)`` equals the integer label."""
+
+    kind_default = "sparse"
+
+    def __init__(self, name="sparse_categorical_accuracy", dtype=None):
+        super().__init__(name, dtype, "sparse")
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def _accuracy_function(kind):
+    def fn(y_true, y_pred, threshold=0.5):
+        y_true, y_pred = _pair(y_true, y_pred)
+        hits = accuracy_values(y_pred.device.xp, kind, y_true.data, y_pred.data, threshold)
+        return Tensor.wrap(hits.astype("float32"), y_pred.device)
+    fn.__name__ = f"{kind}_accuracy"
+    fn.__doc__ = f"Per-position {kind} accuracy hits (1.0 or 0.0), a float32 Tensor, as Keras' function."
+    return fn
+
+
+binary_accuracy = _accuracy_function("binary")
+categorical_accuracy = _accuracy_function("categorical")
+sparse_categorical_accuracy = _accuracy_function("sparse")
+ACCURACY_CLASSES = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
+                    "sparse_categorical_accuracy": SparseCategoricalAccuracy}
 
 
 class LossMetric(Metric):
-    """A loss function used as a metric (e.g. ``'mae'``): its batch mean times the batch size."""
+    """A loss (or a function ``fn(y_true, y_pred)``) used as a metric, e.g. ``'mae'``: the mean of its
+    per-sample values (a function returning one number counts it for every sample of the batch)."""
+
+    direction = "down"     # lower is better
 
     def __init__(self, name, loss):
         super().__init__(name)
         self.loss = loss
 
-    def batch_sum(self, y_true, y_pred, logits=False):
-        return self.loss(y_true, y_pred).data * y_pred.shape[0]
+    def values(self, y_true, y_pred, logits=False):
+        return self.loss.unreduced(y_true, y_pred).data
 
 
 def get(identifier) -> Metric:
-    """A :class:`Metric` from a name (``'accuracy'``, ``'acc'``, a loss name) or a callable."""
+    """A :class:`Metric` from a name (``'accuracy'``, ``'acc'``, ``'binary_accuracy'``..., a loss name),
+    a Metric (instance or class) or a callable."""
     if isinstance(identifier, Metric):
         return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        return identifier()
     if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
         return Accuracy(name=identifier)
-    if isinstance(identifier, str) and identifier.lower() in ("categorical_accuracy", "sparse_categorical_accuracy",
-                                                              "binary_accuracy"):
-        return Accuracy(name=identifier, kind=identifier.lower().split("_")[0])
-    names = dict(_losses.CLASSES)
+    if isinstance(identifier, str) and identifier.lower() in ACCURACY_CLASSES:
+        return ACCURACY_CLASSES[identifier.lower()](name=identifier)
+    names = dict(_losses.CLASSES, **ACCURACY_CLASSES)
     names.update(accuracy=None, acc=None)
     lookup("metric", identifier, names)     # raises with the list of valid names
     fn = _losses.get(identifier)
@@ -91,8 +257,9 @@ def get(identifier) -> Metric:
 
 def serialize(metric) -> dict:
     """A JSON-able description of a built-in metric (CheckpointError for a custom one)."""
-    if type(metric) is Accuracy:
-        return {"class": "Accuracy", "name": metric.name, "kind": metric.kind}
+    if type(metric) is Accuracy or type(metric) in ACCURACY_CLASSES.values():
+        return {"class": type(metric).__name__, "name": metric.name, "kind": metric.kind,
+                "threshold": metric.threshold}
     if type(metric) is LossMetric and type(metric.loss) in _losses.CLASSES.values():
         return {"class": "LossMetric", "name": metric.name, "loss": _losses.serialize(metric.loss)}
     raise CheckpointError(f"metric {getattr(metric, 'name', metric)!r} is a custom function; model.save cannot "
@@ -101,6 +268,10 @@ def serialize(metric) -> dict:
 
 def deserialize(config: dict) -> Metric:
     """The metric :func:`serialize` described."""
+    if config["class"] == "LossMetric":
+        return LossMetric(config["name"], _losses.deserialize(config["loss"]))
+    threshold = config.get("threshold", 0.5)
     if config["class"] == "Accuracy":
-        return Accuracy(name=config["name"], kind=config["kind"])
-    return LossMetric(config["name"], _losses.deserialize(config["loss"]))
+        return Accuracy(name=config["name"], kind=config["kind"], threshold=threshold)
+    cls = {c.__name__: c for c in ACCURACY_CLASSES.values()}[config["class"]]
+    return cls(name=config["name"], **({"threshold": threshold} if cls is BinaryAccuracy else {}))

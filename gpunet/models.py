@@ -40,53 +40,95 @@ class Sequential(Trainer):
         name: the model's name (shown by :meth:`summary`).
     """
 
-    def __init__(self, layers=None, device=None, name: str | None = None):
+    def __init__(self, layers=None, device=None, name: str | None = None, trainable: bool = True):
         super().__init__()
         self.device = backend.device(device)
         self.name = name or "sequential"
-        self.layers: list[Layer] = []
+        self._layers: list[Layer] = []   # as added, an InputLayer included
         self.built = False
         self.build_input_shape = None    # the input shape (batch axis first) the model was built for
+        self._trainable = bool(trainable)
         for layer in layers or []:
             self.add(layer)
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The model's layers, in order (an ``InputLayer``/``Input`` only declares the shape: not listed, as in Keras)."""
+        return [layer for layer in self._layers if not isinstance(layer, _layers.InputLayer)]
 
     # ------------------------------------------------------------------ structure
     def add(self, layer: Layer) -> None:
         """Append a layer; a first layer with ``input_shape`` builds the model right away."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a gpunet layer (e.g. layers.Dense(...)), got {type(layer).__name__}")
-        if any(layer is other for other in self.layers):
+        if any(layer is other for other in self._layers):
             raise ValueError(f"layer {layer.name!r} is already in this model")
-        if layer.built and layer.device != self.device:
+        if layer.built and layer.weights and layer.device != self.device:
             raise ValueError(f"layer {layer.name!r} lives on {layer.device} but the model is on {self.device}")
-        self.layers.append(layer)
+        if isinstance(layer, _layers.InputLayer) and self._layers:
+            raise ValueError(f"an InputLayer ({layer.name!r}) can only be a model's first layer")
+        self._layers.append(layer)
         if self.built:
-            layer.maybe_build(self.layers[-2].output_shape if len(self.layers) > 1 else self.build_input_shape,
+            layer.maybe_build(self._layers[-2].output_shape if len(self._layers) > 1 else self.build_input_shape,
                               self.device)
-        elif len(self.layers) == 1 and layer.input_shape is not None:
+        elif len(self._layers) == 1 and layer.input_shape is not None:
             self.build((None,) + layer.input_shape)
 
     def pop(self) -> Layer:
-        """Remove and return the last layer."""
+        """Remove and return the last layer (never the InputLayer)."""
         if not self.layers:
             raise IndexError("pop from a Sequential model with no layers")
-        layer = self.layers.pop()
+        layer = self._layers.pop()
         if not self.layers:
-            self.built, self.build_input_shape = False, None
+            self.built = False
         return layer
 
     def build(self, input_shape) -> None:
         """Create every layer's weights for inputs of ``input_shape`` (batch axis first)."""
         shape = tuple(input_shape)
         self.build_input_shape = shape
-        for layer in self.layers:
+        for layer in self._layers:
             layer.maybe_build(shape, self.device)
             shape = layer.output_shape
         self.built = True
 
+    @property
+    def input_shape(self) -> tuple:
+        """The input shape, batch axis first (``None``): known once built or declared by the first layer."""
+        if self.built and self.build_input_shape is not None:
+            return tuple(self.build_input_shape)
+        sample = self.sample_shape()
+        if sample is None:
+            raise AttributeError(f"model {self.name!r} has no input shape yet: give the first layer input_shape=... "
+                                 "(or start with layers.Input(shape=...)), or call build/fit/predict")
+        return (None,) + sample
+
+    @property
+    def output_shape(self) -> tuple:
+        """The output shape, batch axis first."""
+        return self.compute_output_shape(self.input_shape)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        """The output shape for inputs of ``input_shape`` (batch axis first), layer by layer."""
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    @property
+    def trainable(self) -> bool:
+        """False freezes every layer (their weights leave ``trainable_weights``), as in Keras."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        self._trainable = bool(value)
+        for layer in self._layers:
+            layer.trainable = bool(value)
+
     def sample_shape(self):
         """The shape of one input sample the model expects (no batch axis), or None while unknown."""
-        first = self.layers[0] if self.layers else None
+        first = self._layers[0] if self._layers else None
         if first is not None and first.input_shape is not None:
             return tuple(first.input_shape)
         if self.built and self.build_input_shape is not None and None not in self.build_input_shape[1:]:
@@ -118,9 +160,18 @@ class Sequential(Trainer):
     # -------------------------------------------------------------------- weights
     @property
     def weights(self) -> list[Tensor]:
+        """Every weight, layer by layer (kernel before bias)."""
         return [w for layer in self.layers for w in layer.weights]
 
-    trainable_weights = weights
+    @property
+    def trainable_weights(self) -> list[Tensor]:
+        """The weights training changes: those of the trainable layers (none when the model is frozen)."""
+        return [w for layer in self.layers for w in layer.trainable_weights] if self._trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list[Tensor]:
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
@@ -144,15 +195,16 @@ class Sequential(Trainer):
             if i == len(self.layers) - 1:
                 lines.append(thick)
         total = self.count_params()
+        trainable = sum(w.size for w in self.trainable_weights)
         float32_bytes = 4
-        lines += [f"Total params: {total:,} ({total * float32_bytes / MEGABYTE:.2f} MB)", f"Trainable params: {total:,}",
-                  "Non-trainable params: 0", rule]
+        lines += [f"Total params: {total:,} ({total * float32_bytes / MEGABYTE:.2f} MB)",
+                  f"Trainable params: {trainable:,}", f"Non-trainable params: {total - trainable:,}", rule]
         print_fn("\n".join(lines))
 
     def get_config(self) -> dict:
         """``{'name', 'built_input_shape', 'layers'}``: what :meth:`from_config` rebuilds the model from."""
-        return {"name": self.name, "built_input_shape": self.build_input_shape,
-                "layers": [_layers.serialize(layer) for layer in self.layers]}
+        return {"name": self.name, "built_input_shape": self.build_input_shape, "trainable": self._trainable,
+                "layers": [_layers.serialize(layer) for layer in self._layers]}
 
     @classmethod
     def from_config(cls, config: dict, device=None) -> "Sequential":
@@ -161,7 +213,14 @@ class Sequential(Trainer):
             model.add(_layers.deserialize(spec))
         if not model.built and config["built_input_shape"] is not None:
             model.build(tuple(config["built_input_shape"]))
+        if not config.get("trainable", True):
+            model.trainable = False
         return model
+
+    def __reduce__(self):
+        """Pickling writes the model as a checkpoint in memory (architecture, weights, compile state,
+        optimizer slots); unpickling rebuilds it on the same device, leaving gpunet's RNG alone."""
+        return _unpickle, (saving.to_bytes(self), str(self.device))
 
     # --------------------------------------------------------------- save / load
     def save(self, filepath) -> None:
@@ -193,3 +252,7 @@ def load_model(filepath, device=None, compile: bool = True, restore_rng: bool = 
         compile: also restore the optimizer, loss and metrics (when the model was compiled).
     """
     return saving.load_checkpoint(filepath, Sequential, device=device, compile=compile, restore_rng=restore_rng)
+
+
+def _unpickle(data: bytes, device: str) -> Sequential:
+    return saving.from_bytes(data, Sequential, device=device)

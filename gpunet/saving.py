@@ -29,6 +29,7 @@ gives it the model class to rebuild (:func:`load_checkpoint`).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -45,7 +46,7 @@ VERSION = 2                   # 2: optimizer slots under Keras' names (RMSprop's
 READABLE_VERSIONS = (1, 2)
 
 __all__ = ["CheckpointError", "save_weights", "load_weights", "save_model", "load_checkpoint", "read_checkpoint",
-           "model_config"]
+           "model_config", "to_bytes", "from_bytes"]
 
 
 def _weight_key(i: int) -> str:
@@ -63,11 +64,15 @@ def read_npz(filepath, what: str) -> dict:
     filepath = os.fspath(filepath)
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"no {what} file at {filepath!r}")
+    return _read_arrays(filepath, filepath, what)
+
+
+def _read_arrays(source, name, what) -> dict:
     try:
-        with np.load(filepath, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
-        raise CheckpointError(f"{filepath}: not a readable gpunet {what} (truncated or corrupt: {exc}); "
+        raise CheckpointError(f"{name}: not a readable gpunet {what} (truncated or corrupt: {exc}); "
                               "nothing was changed") from None
 
 
@@ -112,12 +117,32 @@ def model_config(model) -> dict:
     cfg = {**model.get_config(), "compile": None}
     if model.compiled:
         cfg["compile"] = {"optimizer": _optimizers.serialize(model.optimizer), "loss": _losses.serialize(model.loss),
-                          "metrics": [_metrics.serialize(m) for m in model.metrics]}
+                          "metrics": [_metrics.serialize(m) for m in model.metrics],
+                          "weighted_metrics": [_metrics.serialize(m) for m in model.weighted_metrics]}
     return _jsonable(cfg)
 
 
 def save_model(model, filepath) -> None:
     """Write ``model``'s full checkpoint to ``filepath`` (atomically; see the module docstring)."""
+    arrays = _checkpoint_arrays(model)
+    with atomic_write(filepath) as f:
+        np.savez(f, **arrays)
+
+
+def to_bytes(model) -> bytes:
+    """``model``'s full checkpoint as bytes (what pickling a model stores)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **_checkpoint_arrays(model))
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes, model_class, device=None):
+    """The model :func:`to_bytes` described (gpunet's RNG state is left as it is)."""
+    return _restore(*_parse_checkpoint(_read_arrays(io.BytesIO(data), "<bytes>", "checkpoint"), "<bytes>"),
+                    model_class, device, True, False, "<bytes>")
+
+
+def _checkpoint_arrays(model) -> dict:
     _require_built(model, "model.save")
     config = model_config(model)                      # refuses unsaveable models before any write
     weights = model.weights
@@ -131,13 +156,15 @@ def save_model(model, filepath) -> None:
         arrays.update({f"slot/{k}": v for k, v in opt_state.items()})     # keys "I/NAME", as get_state gives
     doc = {"format": FORMAT, "version": VERSION, "model": config, "state": state}
     arrays["config"] = np.array(json.dumps(doc))
-    with atomic_write(filepath) as f:
-        np.savez(f, **arrays)
+    return arrays
 
 
 def read_checkpoint(filepath) -> tuple[dict, dict]:
     """``(doc, arrays)`` of a checkpoint file; CheckpointError if it is not one (or is damaged)."""
-    arrays = read_npz(filepath, "checkpoint")
+    return _parse_checkpoint(read_npz(filepath, "checkpoint"), filepath)
+
+
+def _parse_checkpoint(arrays, filepath) -> tuple[dict, dict]:
     if "config" not in arrays:
         hint = " it looks like a weights file: build the model and call model.load_weights(path)" \
             if weight_arrays(arrays) else ""
@@ -157,6 +184,10 @@ def read_checkpoint(filepath) -> tuple[dict, dict]:
 def load_checkpoint(filepath, model_class, device=None, compile: bool = True, restore_rng: bool = True):  # noqa: A002
     """Rebuild a ``model_class`` saved by ``model.save(filepath)``: use :func:`gpunet.models.load_model`."""
     doc, arrays = read_checkpoint(filepath)
+    return _restore(doc, arrays, model_class, device, compile, restore_rng, filepath)
+
+
+def _restore(doc, arrays, model_class, device, compile, restore_rng, filepath):  # noqa: A002
     cfg, state = doc["model"], doc["state"]
     try:
         model = model_class.from_config(cfg, device=device)
@@ -176,7 +207,8 @@ def load_checkpoint(filepath, model_class, device=None, compile: bool = True, re
     comp = cfg.get("compile")
     if compile and comp is not None:
         model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]), loss=_losses.deserialize(comp["loss"]),
-                      metrics=[_metrics.deserialize(m) for m in comp["metrics"]])
+                      metrics=[_metrics.deserialize(m) for m in comp["metrics"]],
+                      weighted_metrics=[_metrics.deserialize(m) for m in comp.get("weighted_metrics", [])])
         slots = {k[len("slot/"):]: v for k, v in arrays.items() if k.startswith("slot/")}
         model.optimizer.set_state(weights, {"iterations": state["optimizer_iterations"], **slots})
     if restore_rng:

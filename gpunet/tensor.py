@@ -25,7 +25,7 @@ from . import autograd, backend, functional as F
 from .backend import Device
 from .errors import DeviceMismatchError
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "as_tensor", "apply"]
+__all__ = ["Tensor", "tensor", "zeros", "ones", "as_tensor", "apply", "from_dlpack"]
 
 _np = backend.numpy
 
@@ -85,7 +85,7 @@ class Tensor:
         return arr.copy() if arr is self.data else arr
 
     def __array__(self, dtype=None, copy=None):
-        arr = self.device.to_host(self.data)
+        arr = _np.asarray(self.device.to_host(self.data))     # a 0-d result may be a NumPy scalar
         return arr if dtype is None else arr.astype(dtype)
 
     def item(self):
@@ -114,6 +114,14 @@ class Tensor:
         if autograd.is_recording():
             autograd.record(out, (self,), lambda g, n: (src.asarray(dev.to_host(g)),))
         return out
+
+    def __dlpack__(self, **kwargs):
+        """The DLPack capsule of the data (no copy): ``torch.from_dlpack(t)``, ``np.from_dlpack(t)``,
+        ``cupy.from_dlpack(t)``, ``jax.dlpack.from_dlpack(t)``."""
+        return self.data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
 
     def detach(self) -> "Tensor":
         """The same values, cut off from gradient tracking (shares memory)."""
@@ -251,6 +259,21 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
     if t.data is data:   # never alias the caller's array
         t.data = t.data.copy()
     return t
+
+
+def from_dlpack(obj) -> Tensor:
+    """A Tensor sharing the memory of ``obj`` (a PyTorch, JAX, CuPy or NumPy array: anything with
+    ``__dlpack__``), without a copy, on the matching device (``'cpu'`` or ``'gpu:N'``).
+
+    Example:
+        >>> a = np.arange(3.0, dtype=np.float32)
+        >>> t = gpunet.from_dlpack(a)
+        >>> a[0] = 7.0
+        >>> t.numpy()
+        array([7., 1., 2.], dtype=float32)
+    """
+    array, device = backend.from_dlpack(obj)
+    return Tensor.wrap(array, device)
 
 
 def as_tensor(data, device=None) -> Tensor:

@@ -54,8 +54,10 @@ def test_numpy_bias_act_twin():
 
 
 def _closed_form_optimizer_step(name, w, g, state, **h):
-    """One step of the Keras formulas in float64, written independently of gpunet."""
+    """One step of the Keras formulas in float64, written independently of gpunet (``decay``: Keras'
+    decoupled weight decay, ``w -= w * weight_decay * lr``, before the update)."""
     w, g = w.astype(np.float64), g.astype(np.float64)
+    w = w - w * h.get("decay", 0.0)
     if name == "sgd":
         m = h["mu"] * state["m"] - h["lr"] * g
         return w + (h["mu"] * m - h["lr"] * g if h["nesterov"] else m), {"m": m}
@@ -66,8 +68,9 @@ def _closed_form_optimizer_step(name, w, g, state, **h):
         t = state["t"] + 1
         m = state["m"] + (g - state["m"]) * (1 - h["b1"])
         v = state["v"] + (g * g - state["v"]) * (1 - h["b2"])
+        vhat = np.maximum(state["vhat"], v) if h.get("amsgrad") else v
         alpha = h["lr"] * np.sqrt(1 - h["b2"] ** t) / (1 - h["b1"] ** t)
-        return w - alpha * m / (np.sqrt(v) + h["eps"]), {"m": m, "v": v, "t": t}
+        return w - alpha * m / (np.sqrt(vhat) + h["eps"]), {"m": m, "v": v, "t": t, "vhat": vhat}
 
 
 def _optimizer(name, **h):
@@ -75,34 +78,51 @@ def _optimizer(name, **h):
         return optimizers.SGD(h["lr"], momentum=h["mu"], nesterov=h["nesterov"])
     if name == "rmsprop":
         return optimizers.RMSprop(h["lr"], rho=h["rho"], epsilon=h["eps"])
-    opt = optimizers.Adam(h["lr"], beta_1=h["b1"], beta_2=h["b2"], epsilon=h["eps"])
+    opt = optimizers.Adam(h["lr"], beta_1=h["b1"], beta_2=h["b2"], epsilon=h["eps"], amsgrad=h.get("amsgrad", False))
     opt.iterations = 1          # the first step's alpha_t
     return opt
 
 
-def _run(xp, name, w, g, **h):
-    """One update of ``w`` by the optimizer's CPU twin (NumPy) or its CUDA kernel (CuPy)."""
+def _run(xp, name, w, g, slots=None, **h):
+    """One update of ``w`` by the optimizer's CPU twin (NumPy) or its CUDA kernel (CuPy); ``slots``: host
+    arrays to start the slots from (zeros by default)."""
     w = xp.asarray(w).copy()
     g = xp.asarray(g)
     opt = _optimizer(name, **h)
-    slots = {k: xp.zeros_like(w) for k in opt.slot_names}
+    slots = {k: xp.asarray(slots[k]).copy() if slots else xp.zeros_like(w) for k in opt.slot_names}
+    decay = h.get("decay", 0.0)
     if cuda.is_gpu(xp):
-        opt.update_core_gpu(g, w, slots, None)
+        opt.update_core_gpu(g, w, slots, None, decay=decay)
     else:
-        opt.update_core_cpu(xp, g, w, slots, np.empty_like(w))
+        opt.update_core_cpu(xp, g, w, slots, np.empty_like(w), decay=decay)
     return w
 
 
 OPT = [("sgd", dict(lr=0.1, mu=0.9, nesterov=False)), ("sgd", dict(lr=0.1, mu=0.9, nesterov=True)),
-       ("rmsprop", dict(lr=1e-3, rho=0.9, eps=1e-7)), ("adam", dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-7))]
+       ("sgd", dict(lr=0.1, mu=0.0, nesterov=False, decay=0.01)),
+       ("sgd", dict(lr=0.1, mu=0.9, nesterov=True, decay=0.004)),
+       ("rmsprop", dict(lr=1e-3, rho=0.9, eps=1e-7)), ("rmsprop", dict(lr=1e-3, rho=0.9, eps=1e-7, decay=4e-6)),
+       ("adam", dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-7)),
+       ("adam", dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-7, decay=4e-6)),
+       ("adam", dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-7, amsgrad=True, decay=4e-3))]
 
 
 @pytest.mark.parametrize("name,h", OPT)
 def test_numpy_optimizer_twins_match_closed_form(name, h):
     w, g = rng.standard_normal(50).astype(F), rng.standard_normal(50).astype(F)
-    state = {"m": 0.0, "v": 0.0, "t": 0}
+    state = {"m": 0.0, "v": 0.0, "t": 0, "vhat": 0.0}
     want, _ = _closed_form_optimizer_step(name, w, g, state, **h)
     np.testing.assert_allclose(_run(np, name, w, g, **h), want, rtol=1e-5, atol=1e-7)
+
+
+def test_amsgrad_twin_keeps_the_largest_velocity():
+    """From a v_hat above the new v, AMSGrad steps with v_hat (and keeps it); below, with v."""
+    h = dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-7, amsgrad=True)
+    w, g = rng.standard_normal(50).astype(F), rng.standard_normal(50).astype(F)
+    vhat = np.where(np.arange(50) % 2, 1.0, 0.0).astype(F)
+    slots = {"momentum": np.zeros(50, F), "velocity": np.zeros(50, F), "velocity_hat": vhat}
+    want, _ = _closed_form_optimizer_step("adam", w, g, {"m": 0.0, "v": 0.0, "t": 0, "vhat": vhat}, **h)
+    np.testing.assert_allclose(_run(np, "adam", w, g, slots=slots, **h), want, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name,h", OPT)
@@ -110,8 +130,12 @@ def test_cuda_optimizer_kernels_match_twins(dev, name, h):
     if not dev.is_gpu:
         pytest.skip("the CUDA kernel needs a GPU; its NumPy twin is tested above")
     w, g = rng.standard_normal(1000).astype(F), rng.standard_normal(1000).astype(F)
-    np.testing.assert_allclose(dev.to_host(_run(dev.xp, name, w, g, **h)), _run(np, name, w, g, **h),
-                               rtol=1e-6, atol=1e-7)
+    slots = None
+    if h.get("amsgrad"):
+        slots = {"momentum": np.zeros(1000, F), "velocity": np.zeros(1000, F),
+                 "velocity_hat": np.where(np.arange(1000) % 2, 1.0, 0.0).astype(F)}
+    np.testing.assert_allclose(dev.to_host(_run(dev.xp, name, w, g, slots=slots, **h)),
+                               _run(np, name, w, g, slots=slots, **h), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -144,15 +168,20 @@ def test_guard_loss_flags_the_first_non_finite_loss_and_halts_updates(dev):
     assert (int(halt[0]), int(bad[0]), float(value[0])) == (1, 4, np.inf)
     w = gpunet.tensor(np.ones(10, F), device=dev, requires_grad=True)
     g = xp.full(10, 0.5, F)
-    opts = [optimizers.SGD(0.1), optimizers.RMSprop(1e-3), optimizers.Adam(1e-3)]
+    opts = [optimizers.SGD(0.1), optimizers.RMSprop(1e-3), optimizers.Adam(1e-3),
+            optimizers.SGD(0.1, weight_decay=0.5, clipnorm=0.1), optimizers.RMSprop(1e-3, weight_decay=0.5),
+            optimizers.Adam(1e-3, weight_decay=0.5, amsgrad=True, global_clipnorm=1.0)]
     for opt in opts:
         opt.apply([g], [w], halt=halt)
-    np.testing.assert_array_equal(w.numpy(), np.ones(10, F))
-    for opt in opts[1:]:
-        np.testing.assert_array_equal(dev.to_host(opt.slots_of(w)["velocity"]), np.zeros(10, F))
+    np.testing.assert_array_equal(w.numpy(), np.ones(10, F))       # weight decay waits for the flag too
+    for opt in opts:
+        for slot in opt.slots_of(w).values():
+            np.testing.assert_array_equal(dev.to_host(slot), np.zeros(10, F))
     halt[...] = 0
     opts[0].apply([g], [w], halt=halt)
     np.testing.assert_allclose(w.numpy(), np.full(10, 0.95, F))
+    opts[3].apply([g], [w], halt=halt)          # decay 0.5 * 0.1, then the gradient clipped to norm 0.1
+    np.testing.assert_allclose(w.numpy(), np.full(10, 0.95 * 0.95 - 0.1 * 0.1 / np.sqrt(10), F), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- launch arguments vs CUDA signatures
@@ -215,9 +244,15 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     for h in (None, halt):
         for opt in (optimizers.SGD(0.1, momentum=0.9, nesterov=True), optimizers.SGD(0.1),
                     optimizers.RMSprop(), optimizers.RMSprop(centered=True, momentum=0.5, eps_inside_sqrt=False),
-                    optimizers.Adam()):
+                    optimizers.Adam(), optimizers.Adam(amsgrad=True)):
             opt.iterations = 1
-            opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, h)
+            for decay in (0.0, 4e-6):
+                opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, h, decay=decay)
+    for opt in (optimizers.SGD(0.1, weight_decay=0.004), optimizers.RMSprop(weight_decay=0.004, clipnorm=1.0),
+                optimizers.Adam(weight_decay=0.004, amsgrad=True)):        # through apply: decay and slots
+        param = gpunet.tensor(np.ones(6, F), requires_grad=True)
+        param.device = __import__("types").SimpleNamespace(is_gpu=True, xp=np)     # a stand-in GPU
+        opt.apply([np.ones(6, F)], [param], halt=halt)
     assert set(launched) == set(sig)
     before = len(launched)          # strided views are not flat buffers: the twin runs instead of a kernel
     np.testing.assert_array_equal(kernels.bias_act(np, y1h.T, None, "relu", out=np.empty((3, 4), F)), y1h.T)

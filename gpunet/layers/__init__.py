@@ -16,7 +16,8 @@ Example (the chapter's network):
 from __future__ import annotations
 
 from ..errors import CheckpointError
-from .core import Activation, Dense, Input, InputLayer
+from .core import Activation, Dense
+from .input_layer import Input, InputLayer
 from .layer import Layer, Workspace, assign_weights
 from .preprocessing import Rescaling
 from .regularization import Dropout
@@ -42,8 +43,9 @@ def serialize(layer) -> dict:
 
 
 def deserialize(spec: dict):
-    """The layer :func:`serialize` described (unbuilt)."""
-    cfg = dict(spec["config"])
-    if cfg.get("input_shape") is not None:
-        cfg["input_shape"] = tuple(cfg["input_shape"])
-    return CLASSES[spec["class"]](**cfg)
+    """The layer :func:`serialize` described (unbuilt), through the class's ``from_config``: configs of
+    earlier gpunet versions (fewer keys) and Keras' ``{'class_name': ..., 'config': ...}`` load too."""
+    name = spec.get("class", spec.get("class_name"))
+    if name not in CLASSES:
+        raise CheckpointError(f"unknown layer class {name!r}; gpunet's layers: {', '.join(sorted(CLASSES))}")
+    return CLASSES[name].from_config(spec["config"])

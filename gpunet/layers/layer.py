@@ -6,8 +6,8 @@ A layer is ``build(input_shape)`` (create weights) plus its math on arrays of it
   activation, and whatever ``backward`` needs (``ws.array(key, shape)`` lends an array to write
   a result into, reused from step to step in the tapeless step; None on the tape);
 * ``backward(saved, gz, need_input=True) -> (gx, weight_grads)`` — from the gradient of ``z``,
-  the gradient of ``x`` (None when not needed) and one gradient per weight, in :attr:`weights`
-  order.
+  the gradient of ``x`` (None when not needed) and one gradient per *trainable* weight, in
+  :attr:`trainable_weights` order (every weight, or none for a frozen layer).
 
 ``layer.activation`` (Keras' attribute) follows ``forward``: ``call`` records forward and backward
 on the tape as one op (:meth:`Layer.call_without_activation`), then applies the activation, so a
@@ -15,8 +15,21 @@ layer with these two methods works on the tape and in the tapeless training step
 trainer can stop before the last activation to compute the loss on its logits. A layer that
 overrides ``call`` (with Tensor ops, as in Keras) is the whole of its math, activation included:
 it is trained with the tape, and nothing is applied after its ``call``.
+
+Building happens once, however it is triggered: ``layer.build(shape)`` called directly (as in
+Keras), :meth:`Layer.maybe_build`, or the first call. Every ``build`` (a subclass's too) is
+wrapped to mark the layer built, place it on a device and record :attr:`Layer.output_shape`.
+
+``layer.trainable = False`` freezes a layer (Keras semantics): its weights move from
+``trainable_weights`` to ``non_trainable_weights``, ``backward`` computes no weight gradients, and
+on the tape its weights are not inputs of its op.
+
+Keras' API around this: ``compute_output_shape`` on every layer, ``get_config``/``from_config``
+with Keras' keys (configs of earlier gpunet versions, with fewer keys, still load).
 """
 from __future__ import annotations
+
+import functools
 
 from .. import activations, backend, initializers
 from ..errors import ShapeError
@@ -33,7 +46,8 @@ def _auto_name(prefix: str) -> str:
     return prefix if n == 0 else f"{prefix}_{n}"
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
+    """``'GlorotUniform'`` -> ``'glorot_uniform'``."""
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
@@ -83,6 +97,51 @@ def assign_weights(weights, values, owner: str) -> None:
         w.data[...] = a
 
 
+def standardize_dtype(dtype) -> str:
+    """``'float32'``, the dtype gpunet layers compute in, from ``None``, ``'float32'`` (or the NumPy
+    type) or Keras' serialized policy ``{'class_name': 'DTypePolicy', 'config': {'name': 'float32'}}``."""
+    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    try:
+        ok = name is None or np.dtype(name) == np.float32
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"gpunet layers compute in float32; dtype={dtype!r} is not supported")
+    return "float32"
+
+
+def _builds_once(build):
+    """Wrap a layer's ``build`` so that, however it is called, it builds once: it places the layer on
+    a device (the default one when called directly), marks it built and records its output shape.
+    A second call is a no-op; ``super().build(...)`` inside a subclass's build runs as it is."""
+    @functools.wraps(build)
+    def wrapper(self, input_shape=None, *args, **kwargs):
+        if self.__dict__.get("_building"):
+            return build(self, input_shape, *args, **kwargs)
+        if self.built:
+            return None
+        shape = None if input_shape is None else tuple(input_shape)
+        if self.device is None:
+            self.device = backend.device(None)
+        before, weights = dict(self.__dict__), list(self._weights)
+        self._building = True
+        try:
+            build(self, shape, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()               # a failed build leaves the layer as it was: no half-made weights
+            self.__dict__.update(before)
+            self._weights[:] = weights
+            raise
+        finally:
+            self._building = False
+        self.built = True
+        self.output_shape = None if shape is None else tuple(self.compute_output_shape(shape))
+        return None
+
+    wrapper.builds_once = True
+    return wrapper
+
+
 class Layer:
     """Base layer. Subclasses implement :meth:`build` (optional) and either the array pair
     :meth:`forward`/:meth:`backward` or :meth:`call`.
@@ -91,31 +150,50 @@ class Layer:
         input_shape: the shape of one sample (without the batch axis); lets a model build
             the layer before seeing data (the chapter's ``input_shape=(28 * 28,)``).
         name: a unique name (default: derived from the class).
+        input_dim: ``input_shape=(input_dim,)``.
+        trainable: False freezes the layer's weights (see :attr:`trainable`).
+        dtype: ``None`` or ``'float32'`` (gpunet computes in float32; Keras' serialized float32
+            policy is accepted too).
     """
 
     activation = None            # the output activation (gpunet.activations), applied after forward
     accepts_integers = False     # True: integer data reaches forward as it is (else float32 first)
     activation_in_place = False  # True: forward's output is the layer's own array, which backward does not
                                  # read, so the tapeless step may apply the activation in place
+    supports_masking = False     # Keras' flag, kept for code that reads it (gpunet has no masks)
 
-    def __init__(self, input_shape=None, name: str | None = None, input_dim: int | None = None):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        build = vars(cls).get("build")
+        if build is not None and not getattr(build, "builds_once", False):
+            cls.build = _builds_once(build)
+
+    def __init__(self, input_shape=None, name: str | None = None, input_dim: int | None = None,
+                 trainable: bool = True, dtype=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"Unrecognized keyword arguments passed to {type(self).__name__}: {kwargs}")
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
         if input_shape is not None:
-            input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-            if not all(isinstance(d, (int, np.integer)) and d > 0 for d in input_shape):
+            input_shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
+            if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in input_shape):
                 raise ValueError(f"input_shape must be a tuple of positive integers (one sample, no batch axis), "
                                  f"got {input_shape!r}")
+            input_shape = tuple(int(d) for d in input_shape)
+        if not isinstance(trainable, bool):
+            raise ValueError(f"Expected `trainable` to be a boolean. Received: trainable={trainable!r}")
         self.input_shape = input_shape
-        self.name = name or _auto_name(_snake(type(self).__name__))
+        self.name = name or _auto_name(snake_case(type(self).__name__))
+        self.dtype = standardize_dtype(dtype)
         self.built = False
         self.device = None
+        self._trainable = trainable
         self._weights: list[Tensor] = []
         self.output_shape = None
 
     # -- weights -----------------------------------------------------------------
     def add_weight(self, name: str, shape, initializer) -> Tensor:
-        """Create a trainable float32 weight on this layer's device."""
+        """Create a float32 weight on this layer's device (trainable while the layer is)."""
         value = initializers.get(initializer)(tuple(shape), "float32")
         w = Tensor(value, device=self.device, requires_grad=True, name=f"{self.name}/{name}")
         self._weights.append(w)
@@ -126,7 +204,24 @@ class Layer:
         """The layer's weight tensors, in creation order (kernel before bias)."""
         return list(self._weights)
 
-    trainable_weights = weights
+    @property
+    def trainable(self) -> bool:
+        """Whether training changes this layer's weights (settable, as in Keras)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        self._trainable = bool(value)
+
+    @property
+    def trainable_weights(self) -> list[Tensor]:
+        """The weights training changes: all of them, or none when the layer is frozen."""
+        return list(self._weights) if self._trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list[Tensor]:
+        """The weights training leaves alone: none, or all of them when the layer is frozen."""
+        return [] if self._trainable else list(self._weights)
 
     def get_weights(self) -> list:
         """Host NumPy copies of the weights."""
@@ -141,18 +236,18 @@ class Layer:
 
     # -- building ------------------------------------------------------------------
     def build(self, input_shape) -> None:
-        """Create weights for inputs of ``input_shape`` (batch axis first, may be None)."""
+        """Create weights for inputs of ``input_shape`` (batch axis first, may be None); runs once
+        (see the module docstring)."""
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        """The output shape for inputs of ``input_shape`` (batch axis first)."""
+        return tuple(input_shape)
 
     def maybe_build(self, input_shape, device) -> None:
         """Build on ``device`` for ``input_shape`` unless already built."""
         if not self.built:
             self.device = backend.device(device)
             self.build(tuple(input_shape))
-            self.built = True
-            self.output_shape = self.compute_output_shape(tuple(input_shape))
 
     # -- computing -----------------------------------------------------------------
     @property
@@ -175,7 +270,8 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} defines call() only")
 
     def backward(self, saved, gz, need_input=True):
-        """``(gx, [one gradient per weight])`` from ``gz``, the gradient of :meth:`forward`'s output."""
+        """``(gx, [one gradient per trainable weight])`` from ``gz``, the gradient of :meth:`forward`'s
+        output (no weight gradients for a frozen layer)."""
         raise NotImplementedError(f"{type(self).__name__} defines call() only")
 
     def call(self, x: Tensor, training: bool = False) -> Tensor:
@@ -185,15 +281,17 @@ class Layer:
         return y if act is None or act is activations.linear else act(y)
 
     def call_without_activation(self, x: Tensor, training: bool = False) -> Tensor:
-        """The layer before its activation on a Tensor: :meth:`forward`/:meth:`backward` as one taped op."""
-        return apply(self._taped_forward, (x, *self._weights), training=training)
+        """The layer before its activation on a Tensor: :meth:`forward`/:meth:`backward` as one taped op
+        (on the input and the trainable weights: a frozen layer's weights get no gradient)."""
+        return apply(self._taped_forward, (x, *self.trainable_weights), training=training)
 
     def _taped_forward(self, xp, x, *weights, training=False):
         z, saved = self.forward(xp, x, training)
+        n = len(weights)
 
         def backward(g, needs):
             gx, weight_grads = self.backward(saved, g, needs[0])
-            return (gx, *weight_grads)
+            return (gx, *weight_grads[:n]) if n else (gx,)
         return z, backward
 
     def prepare_input(self, x):
@@ -217,7 +315,27 @@ class Layer:
         """Restore what :meth:`get_state` returned."""
 
     def get_config(self) -> dict:
-        return {"name": self.name, "input_shape": self.input_shape}
+        """Keras' base keys ``name``, ``trainable``, ``dtype`` (and ``input_shape`` when given)."""
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self.input_shape is not None:
+            config["input_shape"] = self.input_shape
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """The layer ``config`` (from :meth:`get_config`, JSON lists allowed) describes, unbuilt; a
+        TypeError naming the class and config when it cannot be made (as in Keras)."""
+        config = dict(config)
+        if config.get("input_shape") is not None:
+            config["input_shape"] = tuple(config["input_shape"])
+        try:
+            return cls(**config)
+        except Exception as exc:   # noqa: BLE001  (Keras reports every failure this way)
+            raise TypeError(f"Error when deserializing class '{cls.__name__}' using config={config}.\n\n"
+                            f"Exception encountered: {exc}") from exc
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r}>"
+
+
+Layer.build = _builds_once(Layer.build)

@@ -1,25 +1,58 @@
 """``Dropout``."""
 from __future__ import annotations
 
+import numbers
+
 from .. import random
+from ..errors import ShapeError
 from .layer import NO_WORKSPACE, Layer, np
+
+
+def _noise_shape(noise_shape):
+    """Keras' validation of ``noise_shape``: None, or a tuple of positive ints and None."""
+    if noise_shape is None:
+        return None
+    if isinstance(noise_shape, str):
+        raise ValueError("Invalid value received for argument `noise_shape`. Expected a tuple or list of integers. "
+                         f"Received: noise_shape={noise_shape}")
+    try:
+        noise_shape = tuple(noise_shape)
+    except TypeError:
+        raise ValueError("Invalid value received for argument `noise_shape`. Expected an iterable of integers "
+                         f"(e.g., a tuple or list). Received: noise_shape={noise_shape}") from None
+    for i, dim in enumerate(noise_shape):
+        if dim is None:
+            continue
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+            raise ValueError("Invalid value received for argument `noise_shape`. Expected all elements to be "
+                             f"integers or None. Received element at index {i}: {dim} (type: {type(dim).__name__})")
+        if dim <= 0:
+            raise ValueError("Invalid value received for argument `noise_shape`. Expected all dimensions to be "
+                             f"positive integers or None. Received negative or zero value at index {i}: {dim}")
+    return tuple(None if d is None else int(d) for d in noise_shape)
 
 
 class Dropout(Layer):
     """Sets a fraction ``rate`` of inputs to 0 during training, scaling the rest by ``1 / (1 - rate)``.
 
-    Inactive at inference (``training=False``). Masks are drawn on the host from
-    :mod:`gpunet.random` (or, with ``seed``, from the layer's own generator) so runs are
-    repeatable with one seed; a checkpoint keeps the layer generator's state.
+    Inactive at inference (``training=False``). ``noise_shape`` (Keras' argument) is the shape of
+    the mask, broadcast over the input: ``(None, 1, None)`` drops the same features at every
+    step of a ``(batch, steps, features)`` input; None takes the input's size. Masks are drawn on
+    the host from :mod:`gpunet.random` (or, with ``seed``, from the layer's own generator) so runs
+    are repeatable with one seed; a checkpoint keeps the layer generator's state.
     """
 
-    def __init__(self, rate: float, input_shape=None, name=None, seed=None):
-        if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout rate must lie in [0, 1), got {rate!r}")
+    supports_masking = True
+
+    def __init__(self, rate: float, noise_shape=None, seed=None, **kwargs):
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
+            raise ValueError("Invalid value received for argument `rate`. Expected a float value between 0 and 1. "
+                             f"Dropout rate must lie in [0, 1) (1 would drop everything); received: rate={rate!r}")
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
             raise ValueError(f"Dropout seed must be a non-negative integer or None, got {seed!r}")
-        super().__init__(input_shape=input_shape, name=name)
+        super().__init__(**kwargs)
         self.rate = float(rate)
+        self.noise_shape = _noise_shape(noise_shape)
         self.seed = None if seed is None else int(seed)
         self._generator = None if seed is None else np.random.default_rng(self.seed)
 
@@ -28,11 +61,24 @@ class Dropout(Layer):
             return x                  # inference: the input itself
         return super().call(x, training)
 
+    def mask_shape(self, shape):
+        """The shape of the mask for inputs of ``shape``: ``noise_shape`` with None filled in."""
+        if self.noise_shape is None:
+            return tuple(shape)
+        if len(self.noise_shape) != len(shape) or any(d not in (None, 1, n) for d, n in zip(self.noise_shape, shape)):
+            raise ShapeError(f"Dropout layer {self.name!r}: noise_shape {self.noise_shape} does not broadcast to "
+                             f"inputs of shape {tuple(shape)}")
+        return tuple(n if d is None else d for d, n in zip(self.noise_shape, shape))
+
     def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         if not training or self.rate == 0:
             return x, None
-        keep = random.batch_uniform(x.shape, self._generator) >= self.rate
-        mask = self.device.asarray(keep.astype(np.float32) / np.float32(1 - self.rate))
+        shape = self.mask_shape(x.shape)
+        if shape[0] == x.shape[0]:        # a mask row per sample (drawn for the global batch when distributed)
+            draw = random.batch_uniform(shape, self._generator)
+        else:                             # one mask row broadcast over the batch
+            draw = (self._generator or random.generator()).random(shape, dtype=np.float32)
+        mask = self.device.asarray((draw >= self.rate).astype(np.float32) / np.float32(1 - self.rate))
         return xp.multiply(x, mask, out=ws.array("y", x.shape, np.promote_types(x.dtype, mask.dtype))), mask
 
     def backward(self, saved, gz, need_input=True):
@@ -46,4 +92,4 @@ class Dropout(Layer):
             self._generator.bit_generator.state = state["generator"]
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}

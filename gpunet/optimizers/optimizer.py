@@ -1,20 +1,35 @@
-"""The optimizer base class: validation, per-parameter slots, one update per step, state.
+"""The optimizer base class: Keras 3's arguments, per-parameter slots, one update per step, state.
 
 A subclass states its rule once, as Chainer's optimizers do: ``update_core_cpu`` (the NumPy
 twin, in place) and ``update_core_gpu`` (one CUDA kernel from the ``.cu`` file beside it),
-both given the gradient, the weight array and the slots. :meth:`Optimizer.update_step`
-picks one per parameter. A custom optimizer may instead override ``build_slots(param)`` and
-``update_step(grad, param, slots)`` (gpunet's earlier interface), which still works.
+both given the gradient, the weight array, the slots and ``decay`` (``weight_decay *
+learning_rate`` for this weight, 0.0 without weight decay: both apply Keras' decoupled decay
+``w -= w * decay`` before the update, the kernel behind the loss guard's halt flag).
+:meth:`Optimizer.update_step` picks one per parameter. A custom optimizer may instead override
+``build_slots(param)`` and ``update_step(grad, param, slots)`` (gpunet's earlier interface),
+which still works (without weight decay).
+
+Per step, on the host: the learning rate (a float, a :class:`~gpunet.optimizers.schedules.
+LearningRateSchedule` or a callable, evaluated once at the step count before the step, as
+Keras does), gradient clipping (device array operations, no device-to-host read), then the
+fused updates. With none of clipping, weight decay or a schedule configured the step does
+exactly the update passes and nothing more.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import re
+import warnings
 
 from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
 from ..tensor import Tensor
+from . import clipping, schedules
+from .schedules import LearningRateSchedule
 
 FLOAT32 = backend.numpy.dtype("float32")     # what the CUDA update kernels take
+_names: dict = {}                            # Keras' auto names: prefix -> instances named so far
 
 
 def check_positive(name, value) -> float:
@@ -29,32 +44,130 @@ def check_fraction(name, value) -> float:
     return float(value)
 
 
+def check_optional(name, value):
+    """``None`` or a finite number >= 0 (as a float)."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be None or a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def auto_name(cls_name: str) -> str:
+    """Keras' default optimizer name: the class name in snake case, ``_1``, ``_2``... for later ones."""
+    prefix = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", cls_name)))
+    prefix = prefix.lower()
+    n = _names.get(prefix, 0)
+    _names[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def decay_weights(xp, w, decay, scratch) -> None:
+    """Keras' decoupled weight decay in place, ``w -= w * decay`` (the kernels' arithmetic)."""
+    w -= xp.multiply(w, w.dtype.type(decay), out=scratch)
+
+
+def _takes_step(fn) -> bool:
+    """Does the learning-rate callable take the step as its (first) argument?"""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params)
+
+
 class Optimizer:
     """Base class: subclasses set :attr:`slot_names` and define the two update cores.
 
+    Arguments (Keras 3's): ``learning_rate`` (a positive float, a ``LearningRateSchedule``, or a
+    callable of no arguments or of the step count); ``weight_decay`` (decoupled: ``w -= w *
+    weight_decay * learning_rate`` before each update; see :meth:`exclude_from_weight_decay`);
+    one of ``clipnorm`` (per gradient), ``global_clipnorm`` (joint), ``clipvalue``; ``name``.
+    ``use_ema``, ``loss_scale_factor`` and ``gradient_accumulation_steps`` are accepted at their
+    defaults only (they are not implemented).
+
     Attributes:
-        learning_rate: the step size (a float; may be changed between steps).
+        learning_rate: the learning rate of the next step (settable to a float, schedule or callable).
+        lr_t: the learning rate of the current step, a host float (what the update cores use).
         iterations: how many update steps have run.
     """
 
-    name = "optimizer"
     slot_names: tuple = ()           # Keras' names of the per-parameter slots
     legacy_slot_names: dict = {}     # names older checkpoints used -> Keras' name
 
-    def __init__(self, learning_rate: float):
-        self.learning_rate = check_positive("learning_rate", learning_rate)
+    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
+                 gradient_accumulation_steps=None, name=None, **kwargs):
+        if kwargs.pop("decay", None) is not None:
+            warnings.warn("Argument `decay` is no longer supported and will be ignored.", stacklevel=3)
+        if kwargs:
+            raise ValueError(f"Argument(s) not recognized: {kwargs}")
+        for arg, value, default in (("use_ema", use_ema, False), ("loss_scale_factor", loss_scale_factor, None),
+                                    ("gradient_accumulation_steps", gradient_accumulation_steps, None)):
+            if value != default:
+                raise NotImplementedError(f"gpunet's optimizers do not implement {arg} (got {arg}={value!r}); "
+                                          f"leave it at {default!r}")
+        self.name = name if name is not None else auto_name(type(self).__name__)
+        self.weight_decay = check_optional("weight_decay", weight_decay)
+        self.clipnorm = check_optional("clipnorm", clipnorm)
+        self.clipvalue = check_optional("clipvalue", clipvalue)
+        self.global_clipnorm = check_optional("global_clipnorm", global_clipnorm)
+        if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                             f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
+        self.use_ema, self.ema_momentum, self.ema_overwrite_frequency = use_ema, ema_momentum, ema_overwrite_frequency
+        self.loss_scale_factor, self.gradient_accumulation_steps = loss_scale_factor, gradient_accumulation_steps
         self.iterations = 0
+        self._lr = self._lr_fn = self._lr_takes_step = None
+        self.lr_t = None
+        self.learning_rate = learning_rate
+        self._decay_t = 0.0           # weight_decay * lr_t of the current step (0.0: no decay)
+        self._no_decay_ids = set()
+        self._no_decay_pattern = None
+        self._decay_cache = {}        # id(param) -> does weight decay apply to it?
         self._slots = {}      # id(param) -> {slot name: array on the parameter's device}
         self._scratch = {}    # id(param) -> CPU work array reused every step (no per-step allocation)
         self._params = {}     # id(param) -> param, keeps the ids valid
 
-    # -- updating ---------------------------------------------------------------------
-    def apply_gradients(self, grads_and_vars) -> None:
-        """Apply one update to every ``(gradient, parameter)`` pair; ``None`` gradients are skipped.
+    # -- learning rate ----------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next step will use (a schedule is evaluated at :attr:`iterations`)."""
+        return self._lr if self._lr_fn is None else self._evaluate_lr()
 
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(value, LearningRateSchedule) or callable(value):
+            self._lr_fn, self._lr = value, None
+            self._lr_takes_step = isinstance(value, LearningRateSchedule) or _takes_step(value)
+        else:
+            if isinstance(self._lr_fn, LearningRateSchedule):
+                raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
+                                "`learning_rate` constructor argument, hence its learning rate is not settable. If "
+                                "you need the learning rate to be settable, you should instantiate the optimizer "
+                                "with a float `learning_rate` argument.")
+            self._lr_fn, self._lr = None, check_positive("learning_rate", value)
+        self.lr_t = self.learning_rate
+
+    def _evaluate_lr(self) -> float:
+        fn = self._lr_fn
+        return float(fn(self.iterations) if self._lr_takes_step else fn())
+
+    # -- updating ---------------------------------------------------------------------
+    def apply_gradients(self, grads_and_vars) -> int:
+        """Apply one update to every ``(gradient, parameter)`` pair (Keras' API); returns :attr:`iterations`.
+
+        ``None`` gradients are skipped with a warning (ValueError when all are None, as in Keras).
         All pairs are validated (type, device, shape) before any parameter changes.
         """
-        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        given = list(grads_and_vars)
+        pairs = [(g, v) for g, v in given if g is not None]
+        if not pairs:
+            raise ValueError("No gradients provided for any variable.")
+        if len(pairs) < len(given):
+            missing = [getattr(v, "name", None) for g, v in given if g is None]
+            warnings.warn(f"Gradients do not exist for variables {missing} when minimizing the loss. If using "
+                          "`model.compile()`, did you forget to provide a `loss` argument?", stacklevel=2)
         for g, v in pairs:
             if not isinstance(v, Tensor):
                 raise TypeError(f"parameters must be gpunet Tensors, got {type(v).__name__}")
@@ -65,11 +178,29 @@ class Optimizer:
             if isinstance(g, Tensor) and g.device != v.device:
                 raise DeviceMismatchError(f"gradient on {g.device} but parameter on {v.device}")
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self.iterations
 
     def apply(self, grads, params, halt=None) -> None:
         """One update step of ``params`` (Tensors) with ``grads`` (arrays or Tensors, None to skip),
         already validated. ``halt``: the loss guard's flag (int32 ``(1,)``); while it is set, the
-        updates do nothing (on a GPU the kernels test it on the device, so the host never waits)."""
+        updates do nothing (on a GPU the kernels test it on the device, so the host never waits).
+
+        The first step fixes the variables this optimizer updates; a later step with another one is
+        refused (Keras: one optimizer instance per model)."""
+        if self._params:
+            unknown = [getattr(p, "name", None) or f"of shape {p.shape}" for g, p in zip(grads, params)
+                       if g is not None and id(p) not in self._params]
+            if unknown:
+                raise ValueError(f"this optimizer updates other variables already; it was not built for variable "
+                                 f"{unknown[0]}: give each model its own optimizer instance (e.g. "
+                                 f"optimizer={type(self).__name__}(...) in each compile), or recompile with a new one")
+        else:
+            self._params.update((id(p), p) for p in params)
+        if self._lr_fn is not None:
+            self.lr_t = self._evaluate_lr()            # Keras: the schedule sees the steps done before this one
+        if self.clipnorm or self.global_clipnorm or self.clipvalue:
+            grads = self.clip_gradients([g.data if isinstance(g, Tensor) else g for g in grads])
+        self._decay_t = self.weight_decay * self.lr_t if self.weight_decay else 0.0
         self.iterations += 1
         for g, p in zip(grads, params):
             if g is None:
@@ -84,16 +215,51 @@ class Optimizer:
 
     def update_step(self, grad, param, slots, halt=None) -> None:
         """Update one parameter in place: the CUDA kernel for float32 GPU weights, else the twin."""
+        decay = self._decay_t if self._decay_t and self._decays(param) else 0.0
         if param.device.is_gpu and param.data.dtype == FLOAT32:
-            self.update_core_gpu(grad, param.data, slots, halt)
+            if decay:
+                self.update_core_gpu(grad, param.data, slots, halt, decay=decay)
+            else:
+                self.update_core_gpu(grad, param.data, slots, halt)
         elif halt is None or not halt[0]:
-            self.update_core_cpu(param.device.xp, grad, param.data, slots, self._scratch.get(id(param)))
+            if decay:
+                self.update_core_cpu(param.device.xp, grad, param.data, slots, self._scratch.get(id(param)),
+                                     decay=decay)
+            else:
+                self.update_core_cpu(param.device.xp, grad, param.data, slots, self._scratch.get(id(param)))
 
-    def update_core_cpu(self, xp, g, w, slots, scratch) -> None:
+    def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0) -> None:
         raise NotImplementedError
 
-    def update_core_gpu(self, g, w, slots, halt) -> None:
+    def update_core_gpu(self, g, w, slots, halt, decay=0.0) -> None:
         raise NotImplementedError
+
+    # -- clipping and weight decay --------------------------------------------------------
+    def clip_gradients(self, grads) -> list:
+        """``grads`` (arrays, None kept) clipped as configured (Keras' ``_clip_gradients``); new arrays."""
+        if self.clipnorm and self.clipnorm > 0:
+            return clipping.clip_by_norm(grads, self.clipnorm)
+        if self.global_clipnorm and self.global_clipnorm > 0:
+            return clipping.clip_by_global_norm(grads, self.global_clipnorm)
+        if self.clipvalue and self.clipvalue > 0:
+            return clipping.clip_by_value(grads, self.clipvalue)
+        return list(grads)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
+        """No weight decay for the Tensors in ``var_list`` nor for those whose name contains (regex
+        search) one of ``var_names``, e.g. ``var_names=['bias']`` (Keras' method; replaces earlier calls)."""
+        self._no_decay_ids = {id(v) for v in var_list or ()}
+        self._no_decay_pattern = re.compile("|".join(set(var_names))) if var_names else None
+        self._decay_cache = {}
+
+    def _decays(self, param) -> bool:
+        use = self._decay_cache.get(id(param))
+        if use is None:
+            use = id(param) not in self._no_decay_ids and not (
+                self._no_decay_pattern is not None and self._no_decay_pattern.search(param.name or ""))
+            self._decay_cache[id(param)] = use
+            self._params.setdefault(id(param), param)
+        return use
 
     # -- slots ------------------------------------------------------------------------
     def build_slots(self, param) -> dict:
@@ -139,8 +305,24 @@ class Optimizer:
                 if f"{i}/{old}" in state and name in slots:
                     slots[name] = p.device.asarray(state[f"{i}/{old}"], dtype=p.dtype).copy()
 
+    # -- configuration ------------------------------------------------------------------
     def get_config(self) -> dict:
-        return {"learning_rate": self.learning_rate}
+        """Keras' keys; ``learning_rate`` is a float, a serialized schedule (a dict) or the callable."""
+        lr = self._lr if self._lr_fn is None else (
+            schedules.serialize(self._lr_fn) if isinstance(self._lr_fn, LearningRateSchedule) else self._lr_fn)
+        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue,
+                "use_ema": self.use_ema, "ema_momentum": self.ema_momentum,
+                "ema_overwrite_frequency": self.ema_overwrite_frequency, "loss_scale_factor": self.loss_scale_factor,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None):
+        """The optimizer ``get_config`` described (a schedule given as a dict is deserialized)."""
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = schedules.deserialize(config["learning_rate"], custom_objects)
+        return cls(**config)
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"

@@ -5,7 +5,7 @@ import functools
 
 from .. import backend
 from ..kernels import cuda, scalars
-from .optimizer import Optimizer, check_fraction, check_positive
+from .optimizer import Optimizer, check_fraction, check_positive, decay_weights
 
 SOURCE = cuda.Source(__file__, "rmsprop.cu")
 FLOAT32_MAX = 3.4e38
@@ -13,6 +13,8 @@ FLOAT32_MAX = 3.4e38
 
 @functools.lru_cache(maxsize=64)
 def _folded(lr, rho, eps, momentum, centered, eps_inside_sqrt):
+    if not lr > 0:                        # a schedule may reach 0 (or a callable anything): the general form
+        return 0.0, 0.0, False
     c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
     return c, e2, not centered and not momentum and eps_inside_sqrt and max(c, e2) < FLOAT32_MAX
 
@@ -31,14 +33,21 @@ class RMSprop(Optimizer):
     and, in the plain Keras form, ``step = g / sqrt(u*c + e2)`` with ``c = (1 - rho)/lr**2`` and
     ``e2 = eps/lr**2``: 8 passes over the weights per update instead of 9 (same formula, rounded
     differently). :meth:`get_state` gives Keras' ``v`` (as float64, so that it converts back exactly).
+
+    ``eps_inside_sqrt`` (keyword only) is gpunet's; the other arguments (``weight_decay``,
+    clipping, ``name``...) are :class:`Optimizer`'s.
     """
 
-    name = "rmsprop"
     legacy_slot_names = {"scaled_velocity": "velocity"}
 
-    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = 1e-7, centered: bool = False, eps_inside_sqrt: bool = True):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                 ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None, name=None,
+                 *, eps_inside_sqrt=True, **kwargs):
+        super().__init__(learning_rate, weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, use_ema=use_ema, ema_momentum=ema_momentum,
+                         ema_overwrite_frequency=ema_overwrite_frequency, loss_scale_factor=loss_scale_factor,
+                         gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
         self.rho = check_fraction("rho", rho)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
@@ -50,12 +59,14 @@ class RMSprop(Optimizer):
     def _folded_constants(self):
         """``(c, e2, fast)``: the plain form folds lr into ``c`` and ``e2`` (float32 would overflow
         for a tiny learning rate: then the general form runs)."""
-        return _folded(self.learning_rate, self.rho, self.epsilon, self.momentum, self.centered, self.eps_inside_sqrt)
+        return _folded(self.lr_t, self.rho, self.epsilon, self.momentum, self.centered, self.eps_inside_sqrt)
 
-    def update_core_cpu(self, xp, g, w, slots, scratch):
+    def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0):
+        if decay:
+            decay_weights(xp, w, decay, scratch)
         c, e2, fast = self._folded_constants()
         rho, one_minus, eps, lr, mu, c, e2 = scalars(w.dtype, self.rho, 1 - self.rho, self.epsilon,
-                                                     self.learning_rate, self.momentum, c, e2)
+                                                     self.lr_t, self.momentum, c, e2)
         u, a, mom = slots["velocity"], slots.get("average_gradient"), slots.get("momentum")
         u *= rho                                      # u = rho*u + g^2  (u first: measured ~3% faster)
         s = xp.multiply(g, g, out=scratch)
@@ -86,14 +97,14 @@ class RMSprop(Optimizer):
             s = mom
         w -= s
 
-    def update_core_gpu(self, g, w, slots, halt):
+    def update_core_gpu(self, g, w, slots, halt, decay=0.0):
         c, e2, fast = self._folded_constants()
         SOURCE.launch("rmsprop_update", w.size, (
             w, g, slots["velocity"], cuda.pointer(slots.get("average_gradient")), cuda.pointer(slots.get("momentum")),
-            cuda.f32(self.learning_rate), cuda.f32(self.rho), cuda.f32(self.epsilon), cuda.f32(self.momentum),
+            cuda.f32(self.lr_t), cuda.f32(self.rho), cuda.f32(self.epsilon), cuda.f32(self.momentum),
             cuda.i32(self.eps_inside_sqrt), *(scalars(backend.numpy.dtype("float32"), c, e2) if fast else
                                                (cuda.f32(0), cuda.f32(0))),
-            cuda.i32(fast), cuda.i64(w.size), cuda.pointer(halt)))
+            cuda.i32(fast), cuda.f32(decay), cuda.i64(w.size), cuda.pointer(halt)))
 
     def export_slot(self, name, array):
         if name != "velocity":

@@ -70,26 +70,44 @@ class SingleProcess:
 class EpochIterator:
     """The device-resident data of one ``fit`` and its batches, epoch after epoch.
 
-    ``batches()`` yields ``(step, x, y, (n_global, lo, hi))`` for one epoch: this process's rows
-    ``x``/``y`` of step ``step``'s global batch of ``n_global`` samples, and where they lie in it.
+    ``batches()`` yields ``(step, x, y, w, (n_global, lo, hi), last)`` for one epoch: this process's
+    rows ``x``/``y`` (and sample weights ``w``, or None) of step ``step``'s global batch of
+    ``n_global`` samples, where they lie in it, and whether it ends the epoch. With
+    ``steps_per_epoch`` the data continues from epoch to epoch, as in Keras: a pass over the data
+    that runs out ends its epoch early, and the next epoch starts a new (reshuffled) pass.
     """
 
-    def __init__(self, x, y, batch_size, steps_per_epoch, shuffle, device, strategy):
+    def __init__(self, x, y, w, batch_size, steps_per_epoch, shuffle, device, strategy):
         self.xd, self.yd = to_device(device, x), to_device(device, y)
+        self.wd = None if w is None else to_device(device, w)
         self.n, self.batch_size, self.shuffle = len(x), batch_size, shuffle
         self.device, self.strategy = device, strategy
+        self.batches_per_pass = count_steps(self.n, batch_size)
         self.steps = count_steps(self.n, batch_size, steps_per_epoch)
+        self.continues = steps_per_epoch is not None
+        self._order, self._next = None, 0     # the current pass: its permutation, its next batch
 
     def batches(self):
-        order = None
-        if self.shuffle:   # every process draws (keeping the generators in step); the strategy says whose is used
-            order = self.device.asarray(self.strategy.order(random.generator().permutation(self.n)))
+        if self._next == 0 and self.shuffle:   # a new pass. Every process draws (keeping the generators in
+            # step); the strategy says whose order is used
+            self._order = self.device.asarray(self.strategy.order(random.generator().permutation(self.n)))
         for step in range(self.steps):
-            glo, ghi = step * self.batch_size, min(self.n, (step + 1) * self.batch_size)
-            lo, hi = self.strategy.shard(glo, ghi)
-            if order is None:
-                x, y = self.xd[lo:hi], self.yd[lo:hi]
-            else:
-                idx = order[lo:hi]
-                x, y = self.xd.take(idx, axis=0), self.yd.take(idx, axis=0)
-            yield step, x, y, (ghi - glo, lo - glo, hi - glo)
+            b = self._next
+            self._next += 1
+            last = step + 1 == self.steps or self._next == self.batches_per_pass
+            yield (step, *self._batch(b), last)
+            if self._next == self.batches_per_pass:
+                break
+        if self._next == self.batches_per_pass or not self.continues:
+            self._next = 0
+
+    def _batch(self, b):
+        glo, ghi = b * self.batch_size, min(self.n, (b + 1) * self.batch_size)
+        lo, hi = self.strategy.shard(glo, ghi)
+        arrays = (self.xd, self.yd) + (() if self.wd is None else (self.wd,))
+        if self._order is None:
+            rows = [a[lo:hi] for a in arrays]
+        else:
+            idx = self._order[lo:hi]
+            rows = [a.take(idx, axis=0) for a in arrays]
+        return rows[0], rows[1], rows[2] if len(rows) == 3 else None, (ghi - glo, lo - glo, hi - glo)

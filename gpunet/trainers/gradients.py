@@ -1,8 +1,8 @@
 """One batch -> its loss, the gradients of the trainable weights, and the model's outputs.
 
-Two implementations of one interface, ``gradients(x, y) -> (loss, grads, outputs)`` (device
-arrays; ``grads`` in ``model.trainable_weights`` order, None for a weight the loss does not
-reach; ``outputs`` are logits when :attr:`on_logits`):
+Two implementations of one interface, ``gradients(x, y, w) -> (loss, grads, outputs)`` (device
+arrays; ``w`` per-sample weights or None; ``grads`` in ``model.trainable_weights`` order, None for
+a weight the loss does not reach; ``outputs`` are logits when :attr:`on_logits`):
 
 * :class:`TapedGradients` — the model's layers on Tensors under a GradientTape (any model);
 * :class:`TapelessGradients` — each layer's array-level ``forward``, the loss's array form, each
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from .. import activations
 from ..autograd import GradientTape
+
+DEFAULT_REDUCTION = "sum_over_batch_size"      # Keras' default: the mean over the batch
 from ..layers import Workspace
 from ..tensor import Tensor
 
@@ -37,14 +39,20 @@ class TapedGradients:
         self.model, self.loss, self.params = model, loss, model.trainable_weights
         self.on_logits = loss_on_logits(model, loss)
 
-    def __call__(self, x, y):
+    def __call__(self, x, y, w=None):
         dev = self.model.device
         xt, yt = Tensor.wrap(x, dev), Tensor.wrap(y, dev)
         with GradientTape() as tape:
             out = self.model.call(xt, training=True, final_activation=not self.on_logits)
-            loss = self.loss.from_logits_loss(yt, out) if self.on_logits else self.loss(yt, out)
+            loss = compute_loss(self.loss, yt, out, self.on_logits, w)
         grads = tape.gradient(loss, self.params)
         return loss.data, [None if g is None else g.data for g in grads], out.data
+
+
+def compute_loss(loss, y, out, on_logits, w=None):
+    """The loss Tensor of outputs ``out`` (logits when ``on_logits``) against ``y``, weighted by ``w``."""
+    weights = {} if w is None else {"sample_weight": Tensor.wrap(w, y.device)}
+    return loss.from_logits_loss(y, out, **weights) if on_logits else loss(y, out, **weights)
 
 
 class TapelessGradients:
@@ -63,8 +71,10 @@ class TapelessGradients:
 
     @staticmethod
     def supports(model, loss) -> bool:
-        """Every layer has array-level forward/backward and a built-in activation, and the loss an array form."""
-        if loss.logits_function is None or not (loss.from_logits or loss_on_logits(model, loss)):
+        """Every layer has array-level forward/backward and a built-in activation, and the loss an array
+        form (with Keras' default reduction, the mean over the batch)."""
+        if loss.logits_function is None or not (loss.from_logits or loss_on_logits(model, loss)) or \
+                getattr(loss, "reduction", DEFAULT_REDUCTION) != DEFAULT_REDUCTION:
             return False
         return all(layer.has_array_math and (layer.output_activation() is None or
                                              isinstance(layer.output_activation(), activations.Activation))
@@ -77,11 +87,13 @@ class TapelessGradients:
         self.activations = [None if i == last and self.on_logits else layer.output_activation()
                             for i, layer in enumerate(self.layers)]
         self.workspaces = [Workspace(self.xp) for _ in self.layers]
-        # a layer computes the gradient of its input only when some weight lies before it
-        self.need_input = [any(layer.weights for layer in self.layers[:i]) for i in range(len(self.layers))]
+        # a layer computes the gradient of its input only when some trainable weight lies before it
+        trained = [bool(layer.trainable_weights) and model.trainable for layer in self.layers]
+        self.need_input = [any(trained[:i]) for i in range(len(self.layers))]
+        self.trained = trained
         self.seed = self.xp.ones((), dtype="float32")    # d(loss)/d(loss), as the tape seeds it
 
-    def __call__(self, x, y):
+    def __call__(self, x, y, w=None):
         xp = self.xp
         stages = []
         for layer, act, ws in zip(self.layers, self.activations, self.workspaces):
@@ -89,7 +101,8 @@ class TapelessGradients:
             x = z if act is None else act.forward(xp, z, out=z if layer.activation_in_place else
                                                   ws.array("activation", z.shape, z.dtype))
             stages.append((saved, x))
-        loss, loss_backward = self.loss.logits_function(xp, x, y)
+        loss, loss_backward = self.loss.logits_function(xp, x, y) if w is None else \
+            self.loss.logits_function(xp, x, y, w)
         g = loss_backward(self.seed, (True, False))[0]
         grads = []
         for i in range(len(self.layers) - 1, -1, -1):
@@ -98,7 +111,8 @@ class TapelessGradients:
             if act is not None:
                 g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype))
             g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
-            grads[:0] = weight_grads
+            if self.trained[i]:
+                grads[:0] = weight_grads
             if not self.need_input[i]:       # no weights before this layer: the walk back ends here
                 break
         return loss, grads, x

@@ -8,6 +8,7 @@ import math
 
 from .. import backend, losses
 from ..errors import ShapeError
+from ..layers import Layer
 from ..tensor import Tensor
 
 np = backend.numpy
@@ -82,22 +83,27 @@ def check_data(model, x, y=None, where="fit"):
         raise TypeError(f"{where}: y must hold numbers, got dtype {y.dtype}")
     if y.dtype.kind == "f" and not all_finite(y):
         raise ValueError(f"{where}: y contains NaN or infinite values; clean the targets first")
-    check_targets(model, y, where)
+    check_targets(model, y, where, x.shape)
     return x, y
 
 
-def check_targets(model, y, where) -> None:
-    """The targets against the loss and the output layer (one-hot width, label range, shapes)."""
+def check_targets(model, y, where, x_shape) -> None:
+    """The targets against the loss and the model's output shape (one-hot width, label range, shapes)."""
     last = model.layers[-1] if model.layers else None
-    units = getattr(last, "units", None)
-    if units is None:
+    if not all(layer.has_array_math or type(layer).compute_output_shape is not Layer.compute_output_shape
+               for layer in model.layers):
+        return              # a user layer that does not say its output shape: nothing to check against
+    out = tuple(model.compute_output_shape((None,) + tuple(x_shape[1:])))[1:]
+    units = out[-1] if out else None
+    if not isinstance(units, (int, np.integer)):
         return
     loss = model.loss
     if isinstance(loss, losses.SparseCategoricalCrossentropy):
-        if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
-            raise ShapeError(f"{where}: sparse_categorical_crossentropy needs integer labels of shape (n,), got "
-                             f"y of shape {tuple(y.shape)}; for one-hot targets use "
-                             "loss='categorical_crossentropy'")
+        if tuple(y.shape[1:]) not in (out[:-1], out[:-1] + (1,)):
+            want = str(tuple(["n", *out[:-1]])).replace("'", "")
+            raise ShapeError(f"{where}: sparse_categorical_crossentropy needs integer labels of shape {want}, got "
+                             f"y of shape {tuple(y.shape)} (one class index per output position); for one-hot "
+                             "targets use loss='categorical_crossentropy'")
         if y.dtype.kind == "f" and y.size and not np.all(np.mod(y, 1) == 0):
             raise ValueError(f"{where}: sparse_categorical_crossentropy needs integer class labels, "
                              f"got non-integer values in y")
@@ -106,15 +112,62 @@ def check_targets(model, y, where) -> None:
             raise ValueError(f"{where}: labels must lie in [0, {units}) for the {units}-unit output layer "
                              f"{last.name!r}; found min {lo}, max {hi}")
     elif isinstance(loss, losses.CategoricalCrossentropy):
-        if y.ndim != 2 or y.shape[1] != units:
+        if tuple(y.shape[1:]) != out:
             hint = ("integer labels: one-hot encode them with gpunet.utils.to_categorical(y) or use "
-                    "loss='sparse_categorical_crossentropy'") if y.ndim == 1 else \
+                    "loss='sparse_categorical_crossentropy'") if y.ndim == len(out) else \
                 f"the output layer {last.name!r} has {units} units"
-            raise ShapeError(f"{where}: categorical_crossentropy needs one-hot targets of shape (n, {units}), "
-                             f"got y of shape {tuple(y.shape)}; {hint}")
+            raise ShapeError(f"{where}: categorical_crossentropy needs one-hot targets of shape "
+                             f"({', '.join(['n', *map(str, out)])}), got y of shape {tuple(y.shape)}; {hint}")
     elif isinstance(loss, (losses.MeanSquaredError, losses.MeanAbsoluteError, losses.BinaryCrossentropy)):
-        out = tuple(last.output_shape[1:]) if last.output_shape else None
-        if out is not None and tuple(y.shape[1:]) != out and not (out == (1,) and y.ndim == 1):
+        if tuple(y.shape[1:]) != out and not (out == (1,) and y.ndim == 1):
             raise ShapeError(f"{where}: loss {loss.name!r} needs one target per output, shape (n, "
                              f"{', '.join(map(str, out))}), got y of shape {tuple(y.shape)}; the output layer "
                              f"{last.name!r} has {units} units")
+
+
+def sample_weights(x, y, sample_weight, class_weight, where):
+    """The per-sample weights ``fit``/``evaluate`` were given, as a float32 ``(n,)`` host array, or None.
+
+    ``class_weight`` ({class index: weight}) becomes a weight per sample from its label (argmax of a
+    one-hot row, a sparse label as it is; classes not named weigh 1), as Keras computes it; giving both
+    is refused, as in Keras.
+    """
+    if class_weight is not None:
+        if sample_weight is not None:
+            raise ValueError(f"{where}: sample_weight and class_weight cannot be given together; multiply the class "
+                             "weights into sample_weight")
+        if not hasattr(class_weight, "items"):
+            raise ValueError(f"{where}: class_weight must be a dict of class index -> weight, got "
+                             f"{type(class_weight).__name__}")
+        try:
+            weights = {int(k): float(v) for k, v in class_weight.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: class_weight must map integer class indices to numbers, got "
+                             f"{class_weight!r}") from None
+        labels = y if y.ndim == 1 else (y.argmax(axis=-1) if y.shape[-1] != 1 else y.reshape(y.shape[:-1]))
+        labels = np.round(labels.reshape(len(y), -1)[:, 0]).astype(np.int64)
+        return np.array([weights.get(int(c), 1.0) for c in labels], dtype=np.float32)
+    if sample_weight is None:
+        return None
+    w = as_array(sample_weight, "sample_weight", where)
+    if w.ndim != 1 or len(w) != len(x):
+        raise ShapeError(f"{where}: sample_weight must hold one weight per sample, shape ({len(x)},), got shape "
+                         f"{tuple(w.shape)}")
+    if w.dtype.kind not in "biuf" or (w.dtype.kind == "f" and not all_finite(w)):
+        raise ValueError(f"{where}: sample_weight must hold finite numbers, got dtype {w.dtype}")
+    return w.astype(np.float32)
+
+
+def check_validation_freq(validation_freq):
+    """Keras' ``validation_freq``: a positive int (every N epochs) or a list of 1-based epochs."""
+    if isinstance(validation_freq, bool) or not isinstance(validation_freq, (int, list)) or \
+            (isinstance(validation_freq, int) and validation_freq < 1):
+        raise ValueError(f"validation_freq must be a positive integer or a list of epochs (1-based), got "
+                         f"{validation_freq!r}")
+    return validation_freq
+
+
+def validation_due(epoch, validation_freq) -> bool:
+    """Validate after ``epoch`` (0-based)? (Keras' rule.)"""
+    epoch += 1
+    return epoch % validation_freq == 0 if isinstance(validation_freq, int) else epoch in validation_freq

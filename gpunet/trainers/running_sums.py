@@ -6,18 +6,61 @@ import math
 from ..tensor import Tensor
 
 
+class CompiledMetrics:
+    """The metrics ``compile`` was given: ``metrics`` (means over samples) and ``weighted_metrics``
+    (means weighted by the sample weights; named ``weighted_<name>`` where a name repeats, as Keras
+    does). Per batch it gives one sum per metric, then, with weighted metrics, the sum of the weights."""
+
+    def __init__(self, metrics=(), weighted=()):
+        self.metrics, self.weighted = list(metrics), list(weighted)
+        names = [m.name for m in self.metrics]
+        for m in self.weighted:
+            names.append(m.name if m.name not in names else f"weighted_{m.name}")
+        self.names = names
+
+    def __len__(self) -> int:
+        """How many sums a batch gives (what a distributed all-reduce carries)."""
+        return len(self.names) + bool(self.weighted)
+
+    def __iter__(self):
+        return iter(self.metrics + self.weighted)
+
+    def batch_sums(self, device, y, outputs, on_logits, output_activation, w=None):
+        """Each metric summed over one batch (device 0-d arrays; weighted ones times ``w``), then the sum
+        of the weights. ``outputs`` are logits when ``on_logits``: a metric that needs probabilities then
+        gets ``output_activation(outputs)`` (computed once)."""
+        if not self.names:
+            return ()
+        yt, out = Tensor.wrap(y, device), Tensor.wrap(outputs, device)
+        wt = None if w is None else Tensor.wrap(w, device)
+        probs = None
+        sums = []
+        for i, m in enumerate(self.metrics + self.weighted):
+            weights = {"sample_weight": wt} if i >= len(self.metrics) and wt is not None else {}
+            if m.needs_probabilities and on_logits:
+                if probs is None:
+                    probs = output_activation(out)
+                sums.append(m.batch_sum(yt, probs, logits=False, **weights))
+            else:
+                sums.append(m.batch_sum(yt, out, logits=on_logits, **weights))
+        if self.weighted:
+            sums.append(len(y) if w is None else w.sum())
+        return sums
+
+
 class RunningSums:
-    """The loss summed over samples, each metric's batch sums, and the sample count.
+    """The loss summed over samples, each metric's batch sums, the sample count and, with weighted
+    metrics, the sum of the sample weights.
 
     The sums are 0-d device arrays: adding costs no host-device transfer; :meth:`logs` reads
     them (progress refreshes, epoch ends).
     """
 
-    def __init__(self, metrics):
-        self.metrics = list(metrics)
+    def __init__(self, metrics: CompiledMetrics):
+        self.metrics = metrics
         self.loss = 0.0
         self.last = None
-        self.totals = [0.0] * len(self.metrics)
+        self.totals = [0.0] * len(metrics)
         self.count = 0
 
     def add(self, loss, n, metric_sums) -> None:
@@ -34,27 +77,13 @@ class RunningSums:
 
     def logs(self, last_loss=False) -> dict:
         """``{'loss': mean, metric name: mean ...}`` (``last_loss``: the last batch's loss instead)."""
+        names = self.metrics.names
         if not self.count:
-            return {"loss": math.nan, **{m.name: math.nan for m in self.metrics}}
+            return {"loss": math.nan, **{name: math.nan for name in names}}
         out = {"loss": float(self.last) if last_loss else float(self.loss) / self.count}
-        for m, s in zip(self.metrics, self.totals):
-            out[m.name] = float(s) / self.count
+        n_plain = len(self.metrics.metrics)
+        weight_total = float(self.totals[-1]) if self.metrics.weighted else 0.0
+        for i, name in enumerate(names):
+            denominator = self.count if i < n_plain else weight_total
+            out[name] = float(self.totals[i]) / denominator if denominator else math.nan
         return out
-
-
-def metric_sums(metrics, device, y, outputs, on_logits, output_activation):
-    """Each metric summed over one batch (device 0-d arrays). ``outputs`` are logits when ``on_logits``;
-    a metric that needs probabilities then gets ``output_activation(outputs)`` (computed once)."""
-    if not metrics:
-        return ()
-    yt, out = Tensor.wrap(y, device), Tensor.wrap(outputs, device)
-    probs = None
-    sums = []
-    for m in metrics:
-        if m.needs_probabilities and on_logits:
-            if probs is None:
-                probs = output_activation(out)
-            sums.append(m.batch_sum(yt, probs, logits=False))
-        else:
-            sums.append(m.batch_sum(yt, out, logits=on_logits))
-    return sums

@@ -3,7 +3,7 @@ stack of layers (Keras 3's ``Trainer``; :class:`~gpunet.models.Sequential` inher
 
 One training step (:meth:`Trainer.train_step`) reads top to bottom::
 
-    loss, grads, outputs = gradients(x, y)          # taped or tapeless (gradients.py)
+    loss, grads, outputs = gradients(x, y, w)       # taped or tapeless (gradients.py); w: sample weights
     metric sums of (y, outputs)                     # left on the device
     loss, grads, sums = strategy.reduce(...)        # identity; the all-reduce under fit(distributed=True)
     if guard.check(loss): stop, nothing applied     # a NaN/inf loss (guards.py)
@@ -24,9 +24,9 @@ from ..errors import NotCompiledError
 from ..tensor import Tensor
 from . import input_checks as checks
 from .epoch_iterator import EpochIterator, SingleProcess, count_steps, to_device
-from .gradients import TapelessGradients, loss_on_logits, make_gradients
+from .gradients import TapelessGradients, compute_loss, loss_on_logits, make_gradients
 from .guards import DeferredInterrupt, LossGuard
-from .running_sums import RunningSums, metric_sums
+from .running_sums import CompiledMetrics, RunningSums
 
 
 class _Run:
@@ -39,7 +39,7 @@ class _Run:
         self.output_activation = model.layers[-1].output_activation()
         self.data, self.callbacks, self.validation = data, callbacks, validation
         self.interrupt, self.batch_size = interrupt, batch_size
-        self.sums = RunningSums(model.metrics)
+        self.sums = RunningSums(model.compiled_metrics)
 
 
 class Trainer:
@@ -49,7 +49,8 @@ class Trainer:
 
     def __init__(self):
         self.optimizer = self.loss = None
-        self.metrics = []
+        self.metrics, self.weighted_metrics = [], []
+        self.compiled_metrics = CompiledMetrics()
         self.compiled = False
         self.jit_compile = "auto"
         self.stop_training = False
@@ -60,8 +61,11 @@ class Trainer:
         self._last_fit = {}         # the last fit's gradient path and loss guard (for tests and debugging)
 
     # ------------------------------------------------------------------- compile
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto") -> None:
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, weighted_metrics=None, jit_compile="auto") -> None:
         """Choose the optimizer, loss and metrics by Keras name or object (validated now).
+
+        ``weighted_metrics`` are averaged with the sample weights given to ``fit``/``evaluate``
+        (``sample_weight`` or ``class_weight``); ``metrics`` ignore them, as in Keras.
 
         ``jit_compile``: ``'auto'``/``True`` let ``fit`` train without the GradientTape when every
         layer has array-level forward/backward and the loss an array form (bit-identical results,
@@ -71,25 +75,32 @@ class Trainer:
             raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r}")
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='categorical_crossentropy'")
-        if metrics is not None and not isinstance(metrics, (list, tuple)):
-            raise TypeError(f"metrics must be a list such as ['accuracy'], got {metrics!r}")
+        for name, value in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name} must be a list such as ['accuracy'], got {value!r}")
         opt, loss_obj = _optimizers.get(optimizer), _losses.get(loss)
         self.metrics = [_metrics.get(m) for m in metrics or []]
+        self.weighted_metrics = [_metrics.get(m) for m in weighted_metrics or []]
+        self.compiled_metrics = CompiledMetrics(self.metrics, self.weighted_metrics)
         self.optimizer, self.loss, self.jit_compile = opt, loss_obj, jit_compile
         self.compiled = True
         self._batch_run = None
 
     # ---------------------------------------------------------------------- fit
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0, steps_per_epoch=None,
-            distributed=False) -> History:
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_freq=1, distributed=False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~gpunet.callbacks.History`.
 
         x: array ``(n, *sample_shape)`` (uint8 or float); y: targets ``(n, ...)``. The data is
         moved to the model's device once; each step gathers a batch from a per-epoch permutation
         drawn on the host (so one seed gives the same batch order on every device).
-        ``steps_per_epoch`` caps the batches per epoch; ``initial_epoch`` resumes a run (e.g.
-        ``initial_epoch=model.epochs_completed`` after :func:`load_model`).
+        ``steps_per_epoch`` caps the batches per epoch (the data then continues from epoch to epoch,
+        as in Keras); ``initial_epoch`` resumes a run (e.g. ``initial_epoch=model.epochs_completed``
+        after :func:`load_model`). ``sample_weight`` (one weight per sample) or ``class_weight``
+        ({class: weight}) weight the loss and the ``weighted_metrics``; ``validation_data`` may be
+        ``(x, y)`` or ``(x, y, sample_weight)``; ``validation_freq`` (every N epochs, or a list of
+        1-based epochs) says when to validate.
 
         Safety: a NaN/infinite batch loss stops training before that step is applied (the model
         keeps the last finite weights; ``model.stop_reason`` says which epoch and step); Ctrl-C
@@ -109,20 +120,27 @@ class Trainer:
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must lie in [0, 1), got {validation_split!r}")
         verbose = checks.check_verbose(verbose)
+        validation_freq = checks.check_validation_freq(validation_freq)
         x, y = checks.check_data(self, x, y, "fit")
+        w = checks.sample_weights(x, y, sample_weight, class_weight, "fit")
         strategy = self._strategy(distributed, "fit")
         if not strategy.is_root:
             verbose = 0              # rank 0 shows the progress
+        vw = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            vx, vy = checks.check_data(self, *validation_data, where="fit (validation_data)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
+            vx, vy = checks.check_data(self, *validation_data[:2], where="fit (validation_data)")
+            if len(validation_data) == 3:
+                vw = checks.sample_weights(vx, vy, validation_data[2], None, "fit (validation_data)")
         elif validation_split:
             split = int(len(x) * (1 - validation_split))
             if split == 0 or split == len(x):
                 raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
                                  f"samples out of {len(x)}")
             x, vx, y, vy = x[:split], x[split:], y[:split], y[split:]
+            if w is not None:
+                w, vw = w[:split], w[split:]
         else:
             vx = vy = None
         if not self.built:
@@ -133,10 +151,11 @@ class Trainer:
         cbs = CallbackList(callbacks, self, params)
         self._resolve_metrics(y.shape)
         interrupt = DeferredInterrupt()
-        strategy.start(self, self.trainable_weights, len(x), len(self.metrics),
+        strategy.start(self, self.trainable_weights, len(x), len(self.compiled_metrics),
                        lambda: (interrupt.pending, self.stop_training))
-        data = EpochIterator(x, y, batch_size, steps_per_epoch, shuffle, self.device, strategy)
-        validation = None if vx is None else (to_device(self.device, vx), to_device(self.device, vy))
+        data = EpochIterator(x, y, w, batch_size, steps_per_epoch, shuffle, self.device, strategy)
+        validation = None if vx is None else (to_device(self.device, vx), to_device(self.device, vy),
+                                              None if vw is None else to_device(self.device, vw), validation_freq)
         guard = LossGuard(self.device, steps, initial_epoch, self.device.is_gpu or self._defer_loss_check)
         run = _Run(self, make_gradients(self, self.loss, self.jit_compile), strategy, guard, data, cbs, validation,
                    interrupt, batch_size)
@@ -153,14 +172,15 @@ class Trainer:
 
     def _run_epoch(self, run, epoch) -> bool:
         """One epoch of :meth:`fit`; False when training must stop."""
-        run.sums = RunningSums(self.metrics)
+        run.sums = RunningSums(self.compiled_metrics)
         steps = run.data.steps
         every = run.strategy.check_every(steps, run.guard.deferred)
-        for step, x, y, (n_global, lo, hi) in run.data.batches():
+        for step, x, y, w, (n_global, lo, hi), last in run.data.batches():
+            run.callbacks.on_train_batch_begin(step)
             with run.strategy.batch_context(n_global, lo, hi):      # dropout masks: this process's rows
-                if not self.train_step(run, x, y, n_global, epoch * steps + step):
+                if not self.train_step(run, x, y, w, n_global, epoch * steps + step):
                     return self._stop_at_non_finite_loss(run)
-            check = (step + 1) % every == 0 or step + 1 == steps
+            check = (step + 1) % every == 0 or last
             # the deferred (GPU) loss check: where the host reads the logs anyway, or, across processes,
             # at the check steps, which are the same on every rank
             guard_due = check if run.strategy.is_distributed else run.callbacks.reads_logs_after(step + 1)
@@ -179,12 +199,14 @@ class Trainer:
             return self._stop_at_non_finite_loss(run)
         return self._end_epoch(run, epoch)
 
-    def train_step(self, run, x, y, n_global, step_id) -> bool:
-        """One optimizer step on a device batch; False when its loss was NaN/infinite and it was not
-        applied (checked at once on the CPU; on a GPU the device flag makes the update a no-op)."""
+    def train_step(self, run, x, y, w, n_global, step_id) -> bool:
+        """One optimizer step on a device batch (``w``: its sample weights, or None); False when its loss
+        was NaN/infinite and it was not applied (checked at once on the CPU; on a GPU the device flag
+        makes the update a no-op)."""
         if len(x):
-            loss, grads, outputs = run.gradients(x, y)
-            sums = metric_sums(self.metrics, self.device, y, outputs, run.gradients.on_logits, run.output_activation)
+            loss, grads, outputs = run.gradients(x, y, w)
+            sums = self.compiled_metrics.batch_sums(self.device, y, outputs, run.gradients.on_logits,
+                                                    run.output_activation, w)
         else:   # fit(distributed=True): no rows of this batch here; still draw what the layers draw (dropout)
             self.call(Tensor.wrap(x, self.device), training=True)
             loss, grads, sums = None, None, ()
@@ -210,8 +232,8 @@ class Trainer:
     def _end_epoch(self, run, epoch) -> bool:
         """Validation, epoch count and callbacks at the end of an epoch; False when training must stop."""
         logs = run.sums.logs()
-        if run.validation is not None:
-            values, _, _ = self._evaluate_arrays(*run.validation, run.batch_size, run.strategy)
+        if run.validation is not None and checks.validation_due(epoch, run.validation[3]):
+            values, _, _ = self._evaluate_arrays(*run.validation[:3], run.batch_size, run.strategy)
             logs.update({"val_" + k: v for k, v in values.items()})
         if not self.stop_training:
             self.epochs_completed = epoch + 1   # before the callbacks, so a checkpoint saved now records it
@@ -221,33 +243,52 @@ class Trainer:
         run.interrupt.check()
         return not self.stop_training
 
-    def train_on_batch(self, x, y, return_dict=False):
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         """One optimizer step on one batch (Keras' ``train_on_batch``): the loss, ``[loss, *metrics]``
         with metrics, or a dict with ``return_dict``; ``nan`` entries when the loss was not finite
         (the step is then not applied)."""
         self._require_compiled("train_on_batch")
-        x, y = checks.check_data(self, x, y, "train_on_batch")
-        if not self.built:
-            self.build((None,) + tuple(x.shape[1:]))
-        self._resolve_metrics(y.shape)
+        x, y, w = self._batch_arrays(x, y, sample_weight, class_weight, "train_on_batch")
         key = (tuple(self.layers), self.optimizer, self.loss)
         if self._batch_run is None or self._batch_run[0] != key:
             guard = LossGuard(self.device, 1, 0, False)
             self._batch_run = (key, _Run(self, make_gradients(self, self.loss, self.jit_compile), SingleProcess(),
                                          guard))
         run = self._batch_run[1]
-        run.sums = RunningSums(self.metrics)
-        if self.train_step(run, to_device(self.device, x), to_device(self.device, y), len(x), 0):
+        run.sums = RunningSums(self.compiled_metrics)
+        if self.train_step(run, x, y, w, len(x), 0):
             logs = run.sums.logs()
         else:
-            logs = {"loss": float("nan"), **{m.name: float("nan") for m in self.metrics}}
+            logs = {"loss": float("nan"), **{name: float("nan") for name in self.compiled_metrics.names}}
             run.guard.flag[...] = 0
         return self._results(logs, return_dict)
 
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """The loss (and metrics) of one batch, as ``evaluate`` computes them (Keras' ``test_on_batch``)."""
+        self._require_compiled("test_on_batch")
+        x, y, w = self._batch_arrays(x, y, sample_weight, None, "test_on_batch")
+        logs, _, _ = self._evaluate_arrays(x, y, w, len(x), SingleProcess())
+        return self._results(logs, return_dict)
+
+    def predict_on_batch(self, x):
+        """The model's outputs for one batch, a host NumPy array (Keras' ``predict_on_batch``)."""
+        return self.predict(x, batch_size=max(len(x), 1) if hasattr(x, "__len__") else None)
+
+    def _batch_arrays(self, x, y, sample_weight, class_weight, where):
+        """One checked batch on the device, with the model built and the metrics resolved."""
+        x, y = checks.check_data(self, x, y, where)
+        w = checks.sample_weights(x, y, sample_weight, class_weight, where)
+        if not self.built:
+            self.build((None,) + tuple(x.shape[1:]))
+        self._resolve_metrics(y.shape)
+        return (to_device(self.device, x), to_device(self.device, y),
+                None if w is None else to_device(self.device, w))
+
     # ------------------------------------------------------------- evaluate / predict
-    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, distributed=False, return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, sample_weight=None, distributed=False,
+                 return_dict=False):
         """Loss (and metrics) on ``(x, y)``: a float, or ``[loss, *metrics]`` when metrics were compiled
-        (a dict with ``return_dict=True``).
+        (a dict with ``return_dict=True``); ``sample_weight`` weighs the loss and the weighted metrics.
 
         ``distributed=True`` (every rank of an MPI job calls it with the whole data): each rank
         evaluates its part and the sums are reduced, so every rank returns the same values.
@@ -255,32 +296,36 @@ class Trainer:
         self._require_compiled("evaluate")
         batch_size = checks.batch_size_or_default(batch_size)
         x, y = checks.check_data(self, x, y, "evaluate")
+        w = checks.sample_weights(x, y, sample_weight, None, "evaluate")
         strategy = self._strategy(distributed, "evaluate")
         if not self.built:
             self.build((None,) + tuple(x.shape[1:]))
         self._resolve_metrics(y.shape)
         lo, hi = strategy.shard(0, len(x))
         logs, n, seconds = self._evaluate_arrays(to_device(self.device, x[lo:hi]), to_device(self.device, y[lo:hi]),
+                                                 None if w is None else to_device(self.device, w[lo:hi]),
                                                  batch_size, strategy, sharded=True)
         if verbose and strategy.is_root:
             print(format_evaluation(-(-n // batch_size), seconds, logs))
         return self._results(logs, return_dict)
 
-    def _evaluate_arrays(self, xd, yd, batch_size, strategy, sharded=False):
-        """``(logs, samples, seconds)`` of the loss and metrics over device arrays (this process's
-        part of them, reduced over all processes)."""
+    def _evaluate_arrays(self, xd, yd, wd, batch_size, strategy, sharded=False):
+        """``(logs, samples, seconds)`` of the loss and metrics over device arrays (``wd``: sample weights
+        or None; this process's part of them, reduced over all processes)."""
         if not sharded:
             lo, hi = strategy.shard(0, len(xd))
-            xd, yd = xd[lo:hi], yd[lo:hi]
+            xd, yd, wd = xd[lo:hi], yd[lo:hi], None if wd is None else wd[lo:hi]
         on_logits = loss_on_logits(self, self.loss)
-        sums = RunningSums(self.metrics)
+        output_activation = self.layers[-1].output_activation()
+        sums = RunningSums(self.compiled_metrics)
         t0 = time.perf_counter()
         for lo in range(0, len(xd), batch_size):
             xt, yt = Tensor.wrap(xd[lo:lo + batch_size], self.device), Tensor.wrap(yd[lo:lo + batch_size], self.device)
+            wb = None if wd is None else wd[lo:lo + batch_size]
             out = self.call(xt, training=False, final_activation=not on_logits)
-            loss = self.loss.from_logits_loss(yt, out) if on_logits else self.loss(yt, out)
-            sums.add(loss.data, len(xt), metric_sums(self.metrics, self.device, yt.data, out.data, on_logits,
-                                                     self.layers[-1].output_activation()))
+            loss = compute_loss(self.loss, yt, out, on_logits, wb)
+            sums.add(loss.data, len(xt), self.compiled_metrics.batch_sums(self.device, yt.data, out.data, on_logits,
+                                                                          output_activation, wb))
         if strategy.is_distributed:
             sums.reduce_with(strategy)
         return sums.logs(), sums.count, time.perf_counter() - t0
@@ -300,12 +345,12 @@ class Trainer:
     def _results(self, logs, return_dict):
         if return_dict:
             return logs
-        values = [logs["loss"]] + [logs[m.name] for m in self.metrics]
-        return values if self.metrics else values[0]
+        values = [logs["loss"]] + [logs[name] for name in self.compiled_metrics.names]
+        return values if len(values) > 1 else values[0]
 
     def _resolve_metrics(self, y_shape):
-        """Let 'accuracy' pick categorical, sparse or binary from the loss and the shapes, as Keras does."""
-        for m in self.metrics:
+        """Let 'accuracy' pick categorical, sparse or binary from the shapes of targets and outputs, as Keras 3 does."""
+        for m in self.compiled_metrics:
             if isinstance(m, _metrics.Accuracy):
                 m.resolve(self.loss, tuple(y_shape), (None,) + tuple(self.layers[-1].output_shape[1:]))
 
