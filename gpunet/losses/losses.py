@@ -198,6 +198,9 @@ class CategoricalCrossentropy(_Crossentropy):
 
     def logits_function(self, xp, logits, y_true, sample_weight=None):
         """The 'sum_over_batch_size' loss on ``logits`` and its backward (array level, one fused kernel)."""
+        if sample_weight is None and not self.label_smoothing and logits.ndim == 2 and \
+                y_true.shape == logits.shape and self.axis in (-1, 1):      # the common case, at once
+            return F.softmax_cross_entropy(xp, logits, y_true, sparse=False)
         axis = canonical_axis(self.axis, logits.ndim)
         moved = axis != logits.ndim - 1
         if moved:
