@@ -27,6 +27,10 @@ np = backend.numpy
 __all__ = ["Sequential", "load_model"]
 
 MEGABYTE = 2 ** 20
+
+
+class LayerTypeError(TypeError, ValueError):
+    """Something that is not a layer was given to ``Sequential.add`` (a TypeError, and Keras' ValueError)."""
 SUMMARY_WIDTH = 65
 
 
@@ -56,17 +60,26 @@ class Sequential(Trainer):
         """The model's layers, in order (an ``InputLayer``/``Input`` only declares the shape: not listed, as in Keras)."""
         return [layer for layer in self._layers if not isinstance(layer, _layers.InputLayer)]
 
+    @layers.setter
+    def layers(self, value):
+        raise AttributeError("`model.layers` cannot be assigned. Use `add()` and `pop()` to change the layers")
+
     # ------------------------------------------------------------------ structure
     def add(self, layer: Layer) -> None:
         """Append a layer; a first layer with ``input_shape`` builds the model right away."""
         if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add expects a gpunet layer (e.g. layers.Dense(...)), got {type(layer).__name__}")
+            raise LayerTypeError(f"Only instances of gpunet.layers.Layer can be added to a Sequential model "
+                                 f"(e.g. layers.Dense(...)), got {type(layer).__name__}")
         if any(layer is other for other in self._layers):
             raise ValueError(f"layer {layer.name!r} is already in this model")
+        if any(layer.name == other.name for other in self._layers):
+            raise ValueError(f"All layers added to a Sequential model should have unique names: {layer.name!r} is "
+                             "already used; pass name=... to one of them")
         if layer.built and layer.weights and layer.device != self.device:
             raise ValueError(f"layer {layer.name!r} lives on {layer.device} but the model is on {self.device}")
         if isinstance(layer, _layers.InputLayer) and self._layers:
-            raise ValueError(f"an InputLayer ({layer.name!r}) can only be a model's first layer")
+            raise ValueError(f"Sequential model {self.name!r} has already been configured to use an input: an "
+                             f"InputLayer ({layer.name!r}) can only be its first layer")
         self._layers.append(layer)
         if self.built:
             layer.maybe_build(self._layers[-2].output_shape if len(self._layers) > 1 else self.build_input_shape,
@@ -86,6 +99,10 @@ class Sequential(Trainer):
     def build(self, input_shape) -> None:
         """Create every layer's weights for inputs of ``input_shape`` (batch axis first)."""
         shape = tuple(input_shape)
+        declared = self.sample_shape()
+        if declared is not None and tuple(shape[1:]) != declared:
+            raise ValueError(f"Sequential model {self.name!r} has already been configured to use input shape "
+                             f"{(None,) + declared}; cannot build it for {shape}")
         self.build_input_shape = shape
         for layer in self._layers:
             layer.maybe_build(shape, self.device)
@@ -151,6 +168,8 @@ class Sequential(Trainer):
 
     def __call__(self, x, training: bool = False) -> Tensor:
         """Run the layers on ``x`` (a Tensor or array); differentiable under a GradientTape."""
+        if not self.layers:
+            raise ValueError(f"Sequential model {self.name!r} has no layers: add some with model.add(...) first")
         if not isinstance(x, Tensor):
             x = Tensor(np.asarray(x), device=self.device)
         if not self.built:

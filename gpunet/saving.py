@@ -130,9 +130,9 @@ def save_model(model, filepath) -> None:
 
 
 def to_bytes(model) -> bytes:
-    """``model``'s full checkpoint as bytes (what pickling a model stores)."""
+    """``model``'s full checkpoint as bytes (what pickling a model stores; an unbuilt model too)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **_checkpoint_arrays(model))
+    np.savez(buffer, **_checkpoint_arrays(model, require_built=False))
     return buffer.getvalue()
 
 
@@ -142,8 +142,9 @@ def from_bytes(data: bytes, model_class, device=None):
                     model_class, device, True, False, "<bytes>")
 
 
-def _checkpoint_arrays(model) -> dict:
-    _require_built(model, "model.save")
+def _checkpoint_arrays(model, require_built=True) -> dict:
+    if require_built:
+        _require_built(model, "model.save")
     config = model_config(model)                      # refuses unsaveable models before any write
     weights = model.weights
     arrays = {_weight_key(i): w.numpy() for i, w in enumerate(weights)}

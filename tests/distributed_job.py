@@ -24,6 +24,9 @@ CONFIGS = {
     "uint8-sparse-rescaling": dict(optimizer=("rmsprop", {}), jit="auto", n=160, batch=40, epochs=2, uint8=True),
     # dropout masks equal one process's (last global batch of 1: rank 0 has no rows and still draws)
     "dropout-uneven": dict(optimizer=("rmsprop", {}), jit="auto", n=129, batch=32, epochs=3, dropout=0.3),
+    # sample weights in the loss and the weighted metrics, clipping and weight decay on the reduced gradients
+    "sample-weights-clipped": dict(optimizer=("adam", dict(weight_decay=0.01, global_clipnorm=0.5)), jit="auto",
+                                   n=150, batch=32, epochs=2, uint8=True, sample_weight=True, validation_split=0.2),
 }
 
 
@@ -54,8 +57,8 @@ def build(cfg, seed=3):
     name, kwargs = cfg["optimizer"]
     loss = "sparse_categorical_crossentropy" if cfg.get("uint8") else "categorical_crossentropy"
     opt = {"sgd": optimizers.SGD, "rmsprop": optimizers.RMSprop, "adam": optimizers.Adam}[name](**kwargs)
-    model.compile(optimizer=opt, loss=loss,
-                  metrics=["accuracy"], jit_compile=cfg["jit"])
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"],
+                  weighted_metrics=["accuracy"] if cfg.get("sample_weight") else None, jit_compile=cfg["jit"])
     return model
 
 
@@ -64,10 +67,11 @@ def train(name, distributed_fit, seed=3):
     cfg = CONFIGS[name]
     x, y = data(cfg)
     model = build(cfg, seed)
+    weights = np.random.default_rng(9).random(len(x)).astype(np.float32) + 0.5 if cfg.get("sample_weight") else None
     gpunet.random.seed(11)         # the batch order (rank 0's is used by every rank)
-    history = model.fit(x, y, batch_size=cfg["batch"], epochs=cfg["epochs"], verbose=0,
+    history = model.fit(x, y, batch_size=cfg["batch"], epochs=cfg["epochs"], verbose=0, sample_weight=weights,
                         validation_split=cfg.get("validation_split", 0.0), distributed=distributed_fit)
-    ev = model.evaluate(x, y, batch_size=50, verbose=0, distributed=distributed_fit)
+    ev = model.evaluate(x, y, batch_size=50, verbose=0, sample_weight=weights, distributed=distributed_fit)
     return model, history.history, ev
 
 
