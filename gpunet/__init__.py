@@ -15,7 +15,7 @@ from .backend import (Device, device, free_memory, get_default_device, gpu_avail
 from .errors import (DeviceMismatchError, DeviceUnavailableError, DistributedUnavailableError, NotCompiledError,
                      ShapeError)
 from .tensor import Tensor, from_dlpack, ones, tensor, zeros
-from . import ops, naive, random  # noqa: E402  (light modules)
+from . import ops, naive, random, higher_order  # noqa: E402  (light modules)
 
 __version__ = "0.1.0"
 

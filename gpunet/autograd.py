@@ -43,13 +43,19 @@ def is_recording() -> bool:
     return bool(_state.tapes) and not _state.paused
 
 
-def record(output, inputs, backward) -> None:
+# op function -> rule(g, inputs, output, needs, *args, **kwargs) giving the input gradients as *Tensors*
+# (so that an outer tape records them: higher-order gradients); filled by gpunet.higher_order.
+DIFFERENTIABLE_BACKWARDS: dict = {}
+
+
+def record(output, inputs, backward, op=None) -> None:
     """Called by ops after computing ``output`` from ``inputs``.
 
     ``backward(grad_output, needs)`` must return one gradient (an xp array or
     ``None``) per input; ``needs[i]`` says whether input ``i`` wants one, so an
     op can skip work nobody uses (e.g. the gradient with respect to the data).
-    Backward functions never modify ``grad_output`` in place.
+    Backward functions never modify ``grad_output`` in place. ``op``: ``(function, args,
+    kwargs)`` of the op, which a gradient taken under an outer tape differentiates again.
     """
     if _state.paused:
         return
@@ -57,7 +63,7 @@ def record(output, inputs, backward) -> None:
         tracked = tape._tracked
         needs = tuple([getattr(t, "requires_grad", False) or id(t) in tracked for t in inputs])
         if True in needs:
-            tape._records.append((output, inputs, needs, backward))
+            tape._records.append((output, inputs, needs, backward, op))
             tracked[id(output)] = output
 
 
@@ -131,18 +137,25 @@ class GradientTape:
             seed = target.device.asarray(values, dtype=target.dtype)
             if seed.shape != target.shape:
                 raise ValueError(f"output_gradients has shape {seed.shape} but target has shape {target.shape}")
+        # under another active tape the backward pass is itself recorded (on Tensors), so that tape can
+        # differentiate the gradient again; otherwise it runs on arrays and records nothing
+        differentiable = not _state.paused and any(t is not self for t in _state.tapes)
+        if differentiable:
+            seed = type(target).wrap(seed, target.device)
         grads = {id(target): seed}
         flat = _flatten(sources)
         keep = {id(t) for t in flat}
         paused = _state.paused
-        _state.paused = paused + 1       # backward math is never recorded
+        if not differentiable:
+            _state.paused = paused + 1
         try:
-            for output, inputs, needs, backward in reversed(self._records):
+            for output, inputs, needs, backward, op in reversed(self._records):
                 key = id(output)
                 g = grads.get(key) if key in keep else grads.pop(key, None)
                 if g is None:
                     continue
-                for t, need, gi in zip(inputs, needs, backward(g, needs)):
+                for t, need, gi in zip(inputs, needs, _differentiable(op, g, inputs, output, needs)
+                                       if differentiable else backward(g, needs)):
                     if need and gi is not None:
                         key = id(t)
                         prev = grads.get(key)
@@ -163,11 +176,22 @@ class GradientTape:
                 g = src.device.xp.zeros(src.shape, dtype=src.dtype)
             if g.shape != src.shape:  # a 0-d result of a reduction, say
                 g = g.reshape(src.shape)
-            return type(src).wrap(g, src.device)
+            return g if _is_tensor(g) else type(src).wrap(g, src.device)
 
         if type(sources) is list and len(flat) == len(sources):    # the common case: a flat list
             return [result(src) for src in sources]
         return _map_structure(result, sources)
+
+
+def _differentiable(op, g, inputs, output, needs):
+    """The input gradients of one recorded op as Tensor ops (recorded by the outer tapes)."""
+    rule = DIFFERENTIABLE_BACKWARDS.get(op[0]) if op is not None else None
+    if rule is None:
+        name = getattr(op[0], "__qualname__", op[0]) if op is not None else "this op"
+        raise NotImplementedError(f"a gradient taken under another GradientTape (a higher-order gradient) cannot go "
+                                  f"through {name}: gpunet differentiates gradients of element-wise arithmetic, exp, "
+                                  "log, sqrt, relu/sigmoid/tanh, sums, means, reshapes, transposes and 2-D products")
+    return rule(g, inputs, output, needs, *op[1], **op[2])
 
 
 def _is_tensor(value) -> bool:

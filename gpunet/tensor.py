@@ -215,7 +215,7 @@ def apply(fn, inputs, *args, **kwargs) -> Tensor:
     out, backward = fn(dev.xp, *[o.data if isinstance(o, Tensor) else o for o in operands], *args, **kwargs)
     result = Tensor.wrap(out, dev)
     if autograd.is_recording():
-        autograd.record(result, operands, backward)
+        autograd.record(result, operands, backward, (fn, args, kwargs))
     return result
 
 

@@ -216,3 +216,17 @@ def test_sample_weight_keeps_the_tapeless_step_bit_identical_to_the_tape():
     for a, b in zip(results[0][0], results[1][0]):
         np.testing.assert_array_equal(a, b)
     assert results[0][1] == results[1][1]
+
+
+def test_one_optimizer_instance_cannot_train_two_models():
+    """Keras 3: BaseOptimizer._check_variables_are_known refuses variables it was not built with."""
+    opt = optimizers.Adam()
+    a, b = example_model(units=1), example_model(units=1)
+    a.compile(optimizer=opt, loss="mse")
+    b.compile(optimizer=opt, loss="mse")
+    x, y = np.ones((4, 4)), np.zeros((4, 1))
+    a.fit(x, y, verbose=0)
+    before = b.get_weights()
+    with pytest.raises(ValueError, match="give each model its own optimizer"):
+        b.fit(x, y, verbose=0)
+    assert opt.iterations == 1 and all(np.array_equal(u, v) for u, v in zip(before, b.get_weights()))
