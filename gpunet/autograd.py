@@ -131,7 +131,8 @@ class GradientTape:
         _check_tensor(target, "target must be a gpunet Tensor")
         xp = target.device.xp
         if output_gradients is None:
-            seed = xp.ones(target.shape, dtype=target.dtype)
+            with target.device.context:
+                seed = xp.ones(target.shape, dtype=target.dtype)
         else:
             values = output_gradients.data if _is_tensor(output_gradients) else output_gradients
             seed = target.device.asarray(values, dtype=target.dtype)
@@ -154,12 +155,18 @@ class GradientTape:
                 g = grads.get(key) if key in keep else grads.pop(key, None)
                 if g is None:
                     continue
-                for t, need, gi in zip(inputs, needs, _differentiable(op, g, inputs, output, needs)
-                                       if differentiable else backward(g, needs)):
+                with output.device.context:           # each op's backward runs with its GPU current
+                    input_grads = _differentiable(op, g, inputs, output, needs) if differentiable else \
+                        backward(g, needs)
+                for t, need, gi in zip(inputs, needs, input_grads):
                     if need and gi is not None:
                         key = id(t)
                         prev = grads.get(key)
-                        grads[key] = gi if prev is None else prev + gi
+                        if prev is None:
+                            grads[key] = gi
+                        else:
+                            with t.device.context:    # fan-out: the sum lives with the input
+                                grads[key] = prev + gi
         finally:
             _state.paused = paused
         self._used = True
@@ -173,7 +180,8 @@ class GradientTape:
             if g is None:
                 if unconnected_gradients == "none":
                     return None
-                g = src.device.xp.zeros(src.shape, dtype=src.dtype)
+                with src.device.context:
+                    g = src.device.xp.zeros(src.shape, dtype=src.dtype)
             if g.shape != src.shape:  # a 0-d result of a reduction, say
                 g = g.reshape(src.shape)
             return g if _is_tensor(g) else type(src).wrap(g, src.device)

@@ -145,7 +145,16 @@ class Device:
                 data = data.get()
             return numpy.asarray(data, dtype=dtype)
         with self._cupy_device:
+            if isinstance(data, _cupy.ndarray) and data.device.id != self.index:
+                return _cupy.array(data, dtype=dtype, copy=True)     # a copy onto this GPU (peer copy)
             return _cupy.asarray(data, dtype=dtype)
+
+    @property
+    def context(self):
+        """A context manager making this device CuPy's current one (for kernels, allocations and
+        library calls on its arrays); does nothing for CPU devices. Cheaper than ``with device:``,
+        which also makes it gpunet's default device."""
+        return _NO_CONTEXT if self._cupy_device is None else self._cupy_device
 
     def to_host(self, array):
         """A NumPy array holding ``array``'s values (a copy for GPU arrays, a view for CPU ones)."""
@@ -185,6 +194,7 @@ class _DefaultState(threading.local):
 
 
 _state = _DefaultState()
+_NO_CONTEXT = contextlib.nullcontext()
 _global_default: Device | None = None
 _cache: dict = {}
 
@@ -216,6 +226,9 @@ def device(name: "str | Device | None" = None) -> Device:
     if dev is None:
         dev = _cache[key] = Device(*key)
     return dev
+
+
+_device_named = device        # for functions whose argument is called ``device``
 
 
 def get_default_device() -> Device:
@@ -250,18 +263,23 @@ def use_device(name: "str | Device"):
 
 
 def free_memory() -> None:
-    """Return the memory CuPy's pools cache to the driver (no-op when CuPy was never used)."""
+    """Return the memory CuPy's pools cache (on every GPU) to the driver (no-op when CuPy was never used)."""
     if _cupy is not None:
-        _cupy.get_default_memory_pool().free_all_blocks()
+        for index in range(_cuda_device_count()):
+            with _cupy.cuda.Device(index):       # each GPU has its own pool
+                _cupy.get_default_memory_pool().free_all_blocks()
         _cupy.get_default_pinned_memory_pool().free_all_blocks()
 
 
-def memory_info() -> dict:
-    """Bytes used and held by CuPy's default memory pool (zeros when CuPy was never used)."""
+def memory_info(device=None) -> dict:
+    """Bytes used and held by CuPy's memory pool of ``device`` (a GPU; default: CuPy's current one;
+    zeros when CuPy was never used)."""
     if _cupy is None:
         return {"used_bytes": 0, "total_bytes": 0}
-    pool = _cupy.get_default_memory_pool()
-    return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
+    dev = None if device is None else _device_named(device)
+    with (_NO_CONTEXT if dev is None else dev.context):
+        pool = _cupy.get_default_memory_pool()
+        return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
 
 
 def array_module_of(array):

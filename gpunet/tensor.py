@@ -47,9 +47,10 @@ class Tensor:
         dev = backend.device(device)
         if isinstance(data, Tensor):
             data = data.data
-        arr = dev.asarray(data, dtype=dtype)
-        if dtype is None and arr.dtype == _np.float64:
-            arr = arr.astype(_np.float32)    # float32 throughout unless asked otherwise
+        with dev.context:
+            arr = dev.asarray(data, dtype=dtype)
+            if dtype is None and arr.dtype == _np.float64:
+                arr = arr.astype(_np.float32)    # float32 throughout unless asked otherwise
         if requires_grad and arr.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {arr.dtype}; "
                             "pass dtype='float32'")
@@ -155,11 +156,17 @@ class Tensor:
     def __abs__(self): return apply(F.abs, (self,))
 
     def __getitem__(self, index):
+        return apply(F.getitem, (self,), self._device_index(index))
+
+    def _device_index(self, index):
+        """An index with its arrays (Tensors, lists, host arrays) as arrays of this tensor's device."""
         if isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        elif isinstance(index, Tensor):
-            index = index.data
-        return apply(F.getitem, (self,), index)
+            return tuple(self._device_index(i) for i in index)
+        if isinstance(index, Tensor):
+            return index.data
+        if isinstance(index, list) or (hasattr(index, "__array__") and getattr(index, "ndim", 0) > 0):
+            return self.device.asarray(index)
+        return index
 
     def __lt__(self, o): return compare("less", self, o)
     def __le__(self, o): return compare("less_equal", self, o)
@@ -212,7 +219,8 @@ def apply(fn, inputs, *args, **kwargs) -> Tensor:
     the Tensors' device) or None. Returns ``out`` as a Tensor, and records ``backward`` when a
     tape is listening (one list check otherwise)."""
     dev, operands = _operands(inputs)
-    out, backward = fn(dev.xp, *[o.data if isinstance(o, Tensor) else o for o in operands], *args, **kwargs)
+    with dev.context:      # a GPU's arrays are computed with that GPU current (gpu:1 too)
+        out, backward = fn(dev.xp, *[o.data if isinstance(o, Tensor) else o for o in operands], *args, **kwargs)
     result = Tensor.wrap(out, dev)
     if autograd.is_recording():
         autograd.record(result, operands, backward, (fn, args, kwargs))
@@ -222,7 +230,8 @@ def apply(fn, inputs, *args, **kwargs) -> Tensor:
 def compare(name: str, a, b) -> Tensor:
     """Element-wise comparison (``'less'``, ``'equal'`` ...): a boolean tensor, not differentiable."""
     dev, (a, b) = _operands((a, b))
-    return Tensor.wrap(getattr(dev.xp, name)(*(v.data if isinstance(v, Tensor) else v for v in (a, b))), dev)
+    with dev.context:
+        return Tensor.wrap(getattr(dev.xp, name)(*(v.data if isinstance(v, Tensor) else v for v in (a, b))), dev)
 
 
 def _operands(xs):
@@ -257,7 +266,8 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
         data = data.data
     t = Tensor(data, device=device, dtype=dtype, requires_grad=requires_grad)
     if t.data is data:   # never alias the caller's array
-        t.data = t.data.copy()
+        with t.device.context:
+            t.data = t.data.copy()
     return t
 
 
@@ -286,10 +296,12 @@ def as_tensor(data, device=None) -> Tensor:
 def zeros(shape, dtype="float32", device=None, requires_grad=False) -> Tensor:
     """A tensor of zeros."""
     dev = backend.device(device)
-    return Tensor(dev.xp.zeros(shape, dtype=dtype), dev, requires_grad)
+    with dev.context:
+        return Tensor(dev.xp.zeros(shape, dtype=dtype), dev, requires_grad)
 
 
 def ones(shape, dtype="float32", device=None, requires_grad=False) -> Tensor:
     """A tensor of ones."""
     dev = backend.device(device)
-    return Tensor(dev.xp.ones(shape, dtype=dtype), dev, requires_grad)
+    with dev.context:
+        return Tensor(dev.xp.ones(shape, dtype=dtype), dev, requires_grad)

@@ -27,6 +27,9 @@ CONFIGS = {
     # sample weights in the loss and the weighted metrics, clipping and weight decay on the reduced gradients
     "sample-weights-clipped": dict(optimizer=("adam", dict(weight_decay=0.01, global_clipnorm=0.5)), jit="auto",
                                    n=150, batch=32, epochs=2, uint8=True, sample_weight=True, validation_split=0.2),
+    # one GPU per rank (gpu:0 and gpu:1: real ones, or the emulated CuPy's), all-reduce through NCCL
+    "gpu-per-rank-nccl": dict(optimizer=("rmsprop", {}), jit="auto", n=129, batch=32, epochs=2, dropout=0.2,
+                              device="gpu"),
 }
 
 
@@ -45,7 +48,10 @@ def data(cfg):
 
 def build(cfg, seed=3):
     gpunet.random.seed(seed)
-    model = models.Sequential()
+    device = None
+    if cfg.get("device") == "gpu":       # under MPI each rank takes its local GPU; the reference process gpu:0
+        device = distributed.local_device("gpu") if distributed.is_initialized() else "gpu"
+    model = models.Sequential(device=device)
     if cfg.get("uint8"):
         model.add(layers.Rescaling(1 / 255, input_shape=(20,)))
         model.add(layers.Dense(32, activation="relu"))
@@ -84,18 +90,17 @@ def _save(out, tag, model, **info):
 
 
 class _Counter:
-    """Counts the all-reduce calls of the CPU transport."""
+    """Counts the all-reduce calls of every transport (CPU: MPI; GPU: NCCL or host-staged)."""
 
     def __init__(self):
         self.calls = 0
-        transport = distributed.init().transport(gpunet.device("cpu"))
-        original = transport.allreduce_sum
+        original = distributed.Transport.allreduce_sum
 
-        def counted(buf):
+        def counted(transport, buf):
             self.calls += 1
-            return original(buf)
+            return original(transport, buf)
 
-        transport.allreduce_sum = counted
+        distributed.Transport.allreduce_sum = counted
 
 
 class _SignalAt(callbacks.Callback):
@@ -121,7 +126,9 @@ def main(out):
     for name, cfg in CONFIGS.items():
         before = counter.calls
         model, history, ev = train(name, True, seed=3 + rank)      # rank 1 starts from other weights
-        _save(out, name, model, history=history, evaluate=ev, allreduce_calls=counter.calls - before)
+        transport = distributed.init().transport(model.device).kind
+        _save(out, name, model, history=history, evaluate=ev, allreduce_calls=counter.calls - before,
+              transport=transport, device=str(model.device))
 
     cfg = dict(CONFIGS["rmsprop-fused"], epochs=1)
     x, y = data(cfg)

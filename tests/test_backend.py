@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpunet
+from conftest import without_cupy
 from gpunet import backend
 
 PKG = pathlib.Path(gpunet.__file__).parent
@@ -68,8 +69,8 @@ def test_to_moves_and_is_differentiable():
     assert a.to("cpu") is a
 
 
-@pytest.mark.skipif(gpunet.gpu_available(), reason="this machine has a GPU")
-def test_gpu_request_without_gpu_is_a_clear_error():
+def test_gpu_request_without_gpu_is_a_clear_error(monkeypatch):
+    without_cupy(monkeypatch)
     assert gpunet.gpu_available() is False
     with pytest.raises(gpunet.DeviceUnavailableError, match=r"pip install 'gpunet\[cuda12\]'|no CUDA device"):
         gpunet.device("gpu")

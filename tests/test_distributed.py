@@ -81,6 +81,8 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(two_ranks, name)
     assert not all(np.array_equal(a, b) for a, b in zip(ref, job.build(job.CONFIGS[name]).get_weights()))
     assert info0["iterations"] == info1["iterations"] == model.optimizer.iterations
     assert info0["allreduce_calls"] == info0["iterations"]      # one fused all-reduce per step
+    if job.CONFIGS[name].get("device") == "gpu":                # one GPU per rank, NCCL between them
+        assert (info0["device"], info1["device"], info0["transport"]) == ("gpu", "gpu:1", "nccl")
     for key, values in history.items():              # reduced metrics: the single process's values
         np.testing.assert_allclose(info0["history"][key], values, rtol=1e-5, atol=1e-6, err_msg=key)
         assert info0["history"][key] == info1["history"][key]

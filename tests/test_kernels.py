@@ -126,9 +126,8 @@ def test_amsgrad_twin_keeps_the_largest_velocity():
 
 
 @pytest.mark.parametrize("name,h", OPT)
-def test_cuda_optimizer_kernels_match_twins(dev, name, h):
-    if not dev.is_gpu:
-        pytest.skip("the CUDA kernel needs a GPU; its NumPy twin is tested above")
+def test_cuda_optimizer_kernels_match_twins(gpu_dev, name, h):
+    dev = gpu_dev
     w, g = rng.standard_normal(1000).astype(F), rng.standard_normal(1000).astype(F)
     slots = None
     if h.get("amsgrad"):
@@ -139,9 +138,8 @@ def test_cuda_optimizer_kernels_match_twins(dev, name, h):
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-def test_cuda_softmax_xent_and_dense_match_twins(dev, sparse):
-    if not dev.is_gpu:
-        pytest.skip("the CUDA kernel needs a GPU; its NumPy twin is tested in test_ops")
+def test_cuda_softmax_xent_and_dense_match_twins(gpu_dev, sparse):
+    dev = gpu_dev
     xp = dev.xp
     z = rng.standard_normal((37, 10)).astype(F) * 5
     lab = rng.integers(0, 10, 37)
@@ -218,12 +216,13 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     must pass exactly the kernel's parameters, with the right dtypes (the GPU itself is not needed)."""
     sig = _signatures()
     assert set(sig) == {name for source in cuda.SOURCES for name in source.kernel_names}
-    launched = []
+    launched, calls = [], []
 
     def fake_launch(source, name, n, args):
         assert name in source.kernel_names, f"{name} launched from {source.path.name}"
         _check_args(name, args, sig)
         launched.append(name)
+        calls.append((name, args))
 
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     monkeypatch.setattr(cuda.Source, "launch", fake_launch)
@@ -236,6 +235,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     kernels.bias_act(np, z, None, "relu", out=np.empty_like(z))
     kernels.act_backward(np, z, z, "relu")
     kernels.act_backward(np, z, z, "relu", out=np.empty_like(z))
+    kernels.act_backward(np, np.asfortranarray(z), z, "relu")       # an F-ordered gradient: copied, written in C order
     for sparse, y in ((False, y1h), (True, labels)):
         loss, probs = kernels.softmax_xent_forward(np, z, y, sparse)
         kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse)
@@ -251,13 +251,35 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     for opt in (optimizers.SGD(0.1, weight_decay=0.004), optimizers.RMSprop(weight_decay=0.004, clipnorm=1.0),
                 optimizers.Adam(weight_decay=0.004, amsgrad=True)):        # through apply: decay and slots
         param = gpunet.tensor(np.ones(6, F), requires_grad=True)
-        param.device = __import__("types").SimpleNamespace(is_gpu=True, xp=np)     # a stand-in GPU
+        param.device = __import__("types").SimpleNamespace(is_gpu=True, xp=np, context=__import__("contextlib").nullcontext())     # a stand-in GPU
         opt.apply([np.ones(6, F)], [param], halt=halt)
     assert set(launched) == set(sig)
     before = len(launched)          # strided views are not flat buffers: the twin runs instead of a kernel
     np.testing.assert_array_equal(kernels.bias_act(np, y1h.T, None, "relu", out=np.empty((3, 4), F)), y1h.T)
     np.testing.assert_array_equal(kernels.act_backward(np, y1h.T, y1h.T, "relu"), 0 * y1h.T)
+    f_param = gpunet.tensor(np.ones((3, 2), F), requires_grad=True)
+    f_param.data = np.asfortranarray(f_param.data)                 # an F-ordered weight: the twin updates it
+    f_param.device = __import__("types").SimpleNamespace(is_gpu=True, xp=np, context=__import__("contextlib").nullcontext())
+    optimizers.Adam().apply([np.ones((3, 2), F)], [f_param])
     assert len(launched) == before
+
+    # the scalars are the twin's, computed on the host: float32(1 - beta) in double, the host's flags
+    del calls[:]
+    f32 = np.dtype("float32")
+    for opt in (optimizers.SGD(0.1, momentum=0.9, nesterov=True), optimizers.SGD(0.1), optimizers.SGD(0.1, momentum=1e-46),
+                optimizers.RMSprop(), optimizers.RMSprop(centered=True, momentum=0.5, eps_inside_sqrt=False),
+                optimizers.Adam(beta_2=0.999)):
+        opt.iterations = 3
+        opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, None)
+    (_, sgd_n), (_, sgd_0), (_, sgd_tiny), (_, rms), (_, rms_c), (_, adam) = calls
+    assert sgd_n[3:7] == (F(0.1), F(0.9), 1, 1) and sgd_0[2] is cuda.NULL and sgd_0[5] == 0
+    assert sgd_tiny[4] == 0 and sgd_tiny[5] == 1            # momentum rounds to 0.0f, yet the slot is updated
+    assert rms[5:12] == optimizers.RMSprop().constants(f32)[:7] and rms[12] == 1 and rms[10] > 0
+    assert rms[6] == F(1 - 0.9) and rms[6] != F(1) - F(0.9)
+    assert rms_c[3] is not cuda.NULL and rms_c[4] is not cuda.NULL and rms_c[12:14] == (0, 0)
+    opt = optimizers.Adam(beta_2=0.999)
+    opt.iterations = 3
+    assert adam[5:9] == opt.constants(f32) and adam[6] == F(1 - 0.999) and adam[6] != F(1) - F(0.999)
 
 
 def test_a_source_compiles_once_per_gpu_and_looks_each_kernel_up_once(monkeypatch):

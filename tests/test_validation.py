@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpunet
+from conftest import without_cupy
 from gpunet import layers, models, optimizers
 from gpunet.utils import to_categorical
 
@@ -110,8 +111,8 @@ def test_bad_names_and_hyper_parameters_list_the_valid_choices(make, pattern):
         make()
 
 
-@pytest.mark.skipif(gpunet.gpu_available(), reason="checks the error on machines without a GPU")
-def test_a_gpu_model_without_a_gpu_is_a_clear_device_error():
+def test_a_gpu_model_without_a_gpu_is_a_clear_device_error(monkeypatch):
+    without_cupy(monkeypatch)
     with pytest.raises(gpunet.DeviceUnavailableError, match="gpu") as info:
         models.Sequential(device="gpu")
     assert isinstance(info.value, RuntimeError)

@@ -9,7 +9,11 @@ in :mod:`gpunet.optimizers` (each optimizer's rule, twin and kernel side by side
 * :mod:`~gpunet.kernels.softmax_xent` — softmax-cross-entropy forward and backward;
 * :mod:`~gpunet.kernels.guard` — the non-finite-loss flag that halts optimizer kernels.
 
-All kernels take float32 arrays; element counts are ``long long``.
+All kernels take float32 arrays; element counts are ``long long``. A kernel and its twin follow one
+arithmetic contract: the same operations in the same order, each rounded on its own (``__fadd_rn``
+and kin: no FMA contraction), with constants computed once on the host and passed in, so they give
+the same bits (softmax-xent's forward: within a few ULP, CUDA's expf/logf); see
+``tests/test_kernel_contracts.py``.
 """
 from __future__ import annotations
 

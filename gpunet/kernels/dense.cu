@@ -1,17 +1,22 @@
 extern "C" {
 
-// y = act(z + b[col]); b may be null (no bias). act: 0 linear, 1 relu. In place allowed (y == z).
+// The NumPy twins are in dense.py; each line below does what its twin does, rounded the same way.
+
+// y = act(z + b[col]), the twin's xp.add(z, b) then xp.maximum(z, 0). b may be null (no bias: z is
+// not touched, so -0 stays -0). act: 0 linear, 1 relu = np.maximum(v, 0): v when v > 0 or v is NaN,
+// else +0 (-0 gives +0, as NumPy). In place allowed (y == z).
 __global__ void bias_act_fwd(const float* z, const float* b, float* y, long long n, long long cols, int act) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float v = z[i] + (b ? b[i % cols] : 0.0f);
-        y[i] = (act == 1 && v < 0.0f) ? 0.0f : v;
+        float v = b ? __fadd_rn(z[i], b[i % cols]) : z[i];
+        y[i] = (act == 1 && !(v > 0.0f || v != v)) ? 0.0f : v;
     }
 }
 
-// gz = g * (y > 0): the ReLU backward in one pass.
+// gz = g * (y > 0), the twin's xp.multiply(g, y > 0): a multiplication, so an inf/NaN gradient gives
+// NaN and a negative one -0 where y <= 0 (or y is NaN).
 __global__ void relu_bwd(const float* g, const float* y, float* gz, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        gz[i] = y[i] > 0.0f ? g[i] : 0.0f;
+        gz[i] = __fmul_rn(g[i], y[i] > 0.0f ? 1.0f : 0.0f);
 }
 
 }  // extern "C"

@@ -24,7 +24,8 @@ def bias_act(xp, z, b, activation, out=None):
         raise ValueError(f"bias_act supports activations None, 'linear', 'relu'; got {activation!r}")
     out = z if out is None else out
     code = ACTIVATION_CODES[activation]
-    if cuda.is_gpu(xp) and z.dtype == "float32" and _flat(z, out) and (b is None or (b.dtype == "float32" and _flat(b))):
+    if cuda.is_gpu(xp) and z.dtype == "float32" and _flat(z, out) and \
+            (b is None or (b.dtype == "float32" and b.shape == z.shape[-1:] and _flat(b))):
         SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(z.shape[-1]),
                                                cuda.i32(code)))
         return out
@@ -39,11 +40,15 @@ def bias_act(xp, z, b, activation, out=None):
 
 def act_backward(xp, g, y, activation, out=None):
     """Gradient through the activation given its output ``y``: ``g * (y > 0)`` for ReLU
-    (into ``out`` when given, an array shaped like ``g``); ``g`` itself when linear."""
+    (into ``out`` when given, an array shaped like ``g``); ``g`` itself when linear.
+
+    A multiplication, kernel and twin alike: an inf/NaN gradient gives NaN where ``y <= 0``, a
+    negative one -0 (a NaN gradient must reach the loss guard, not vanish)."""
     if ACTIVATION_CODES[activation] == 0:
         return g
-    if cuda.is_gpu(xp) and g.dtype == "float32" and y.dtype == "float32" and _flat(y) and (out is None or _flat(out)):
-        gz = xp.empty_like(g) if out is None else out
+    if cuda.is_gpu(xp) and g.dtype == "float32" and y.dtype == "float32" and g.shape == y.shape and _flat(y) and \
+            (out is None or _flat(out)):
+        gz = xp.empty(g.shape, dtype="float32") if out is None else out      # C order, as the kernel writes it
         SOURCE.launch("relu_bwd", g.size, (xp.ascontiguousarray(g), y, gz, cuda.i64(g.size)))
         return gz
     return xp.multiply(g, y > 0, out=out)

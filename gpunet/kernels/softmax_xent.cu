@@ -1,7 +1,15 @@
 extern "C" {
 
-// One thread per row: probs = softmax(z[row]), row_loss = -sum(y * log_softmax(z[row])).
-// labels: one-hot/probabilities (float, rows x cols) when sparse == 0, else class indices (int64).
+// The NumPy twins are in softmax_xent.py. The same operations in the same order; the sums run in
+// another order (NumPy sums pairwise) and expf/logf are CUDA's, so the forward matches its twin within
+// a few ULP, the backward bit for bit.
+
+#define NAN_F __int_as_float(0x7fc00000)   // NumPy's float32 NaN
+
+// One thread per row: m = max(z), s = sum(exp(z - m)), probs = exp(z - m) / s,
+// log_softmax lp = (z - m) - log(s), row_loss = -sum(y * lp) (sparse: -lp[label]).
+// labels: one-hot/probabilities (float, rows x cols) when sparse == 0, else class indices (int64);
+// a label outside [0, cols) is never read through: its row loss is NaN (the loss guard stops training).
 __global__ void softmax_xent_fwd(const float* z, const float* y, const long long* labels, float* probs,
                                  float* row_loss, long long rows, long long cols, int sparse) {
     for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
@@ -9,29 +17,39 @@ __global__ void softmax_xent_fwd(const float* z, const float* y, const long long
         float m = zr[0];
         for (long long c = 1; c < cols; ++c) m = fmaxf(m, zr[c]);
         float s = 0.0f;
-        for (long long c = 0; c < cols; ++c) s += expf(zr[c] - m);
+        for (long long c = 0; c < cols; ++c) s = __fadd_rn(s, expf(__fsub_rn(zr[c], m)));
         float lse = logf(s);
         float loss = 0.0f;
         for (long long c = 0; c < cols; ++c) {
-            float lp = zr[c] - m - lse;
-            probs[r * cols + c] = expf(lp);
-            if (!sparse) loss -= y[r * cols + c] * lp;
+            float lp = __fsub_rn(__fsub_rn(zr[c], m), lse);
+            probs[r * cols + c] = __fdiv_rn(expf(__fsub_rn(zr[c], m)), s);
+            if (!sparse) loss = __fsub_rn(loss, __fmul_rn(y[r * cols + c], lp));
         }
-        if (sparse) loss = -(zr[labels[r]] - m - lse);
+        if (sparse) {
+            long long k = labels[r];
+            loss = (k >= 0 && k < cols) ? -__fsub_rn(__fsub_rn(zr[k], m), lse) : NAN_F;
+        }
         row_loss[r] = loss;
     }
 }
 
-// dz = (probs - y) * g[0] / rows [* w[row]]: the exact softmax-cross-entropy backward; w (per-row
-// sample weights) may be null.
+// dz = (probs - y) * (g[0] / rows) [* w[row]]: the exact softmax-cross-entropy backward; w (per-row
+// sample weights) may be null. Sparse: y is 1 at the label, 0 elsewhere, NaN on a row whose label lies
+// outside [0, cols) (a NaN gradient row, as the twin's).
 __global__ void softmax_xent_bwd(const float* probs, const float* y, const long long* labels, const float* g,
                                  const float* w, float* dz, long long rows, long long cols, int sparse) {
     long long n = rows * cols;
-    float scale = g[0] / (float)rows;
+    float scale = __fdiv_rn(g[0], (float)rows);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float t = sparse ? (labels[i / cols] == i % cols ? 1.0f : 0.0f) : y[i];
-        float d = (probs[i] - t) * scale;
-        dz[i] = w ? d * w[i / cols] : d;
+        float t;
+        if (sparse) {
+            long long k = labels[i / cols];
+            t = (k < 0 || k >= cols) ? NAN_F : (k == i % cols ? 1.0f : 0.0f);
+        } else {
+            t = y[i];
+        }
+        float d = __fmul_rn(__fsub_rn(probs[i], t), scale);
+        dz[i] = w ? __fmul_rn(d, w[i / cols]) : d;
     }
 }
 

@@ -1,7 +1,12 @@
 """Softmax + cross-entropy in one op (``softmax_xent.cu``, with NumPy twins).
 
 The loss is computed on the logits, so it is finite for any finite logits, and the backward
-is exactly ``(softmax(z) - y) * g / rows``.
+is exactly ``(softmax(z) - y) * (g / rows)``. Kernel and twin do the same operations in the same
+order (``m = max(z)``, ``probs = exp(z - m) / s``, ``logp = (z - m) - log(s)``); the sums run in
+another order and CUDA's expf/logf are not NumPy's, so the forward agrees within a few ULP, the
+backward bit for bit. A sparse label outside ``[0, cols)`` gives its row a NaN loss and NaN
+gradients on both sides (``gpunet.ops.softmax_cross_entropy`` does not validate labels; the NaN
+loss stops training at the loss guard), never an out-of-bounds read or an IndexError.
 """
 from __future__ import annotations
 
@@ -15,6 +20,15 @@ def _targets(xp, y, sparse):
     if sparse:
         return cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), cuda.i32(1)
     return xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, cuda.i32(0)
+
+
+def _labels(xp, y, cols):
+    """``(lab, bad)``: the class indices as int64 (a fresh array), the ones outside ``[0, cols)`` marked
+    in ``bad`` (one unsigned comparison: a negative index is a huge uint64) and replaced by 0."""
+    lab = y.astype("int64")
+    bad = lab.view("uint64") >= cols
+    lab[bad] = 0
+    return lab, bad
 
 
 def softmax_xent_forward(xp, z, y, sparse, w=None):
@@ -38,22 +52,25 @@ def softmax_xent_forward(xp, z, y, sparse, w=None):
     s = e.sum(axis=1, keepdims=True)
     logp -= xp.log(s)                 # log_softmax, in place (few NumPy calls: these arrays are small)
     e /= s
-    if w is not None:
-        row_loss = -logp[xp.arange(rows), y.astype("int64")] if sparse else -(y * logp).sum(axis=1)
-        loss = xp.vdot(row_loss, w) / rows
-    elif sparse:
-        loss = -logp[xp.arange(rows), y.astype("int64")].sum() / rows
+    if sparse:
+        lab, bad = _labels(xp, y, cols)
+        row_loss = -logp[xp.arange(rows), lab]
+        row_loss[bad] = xp.nan
+        loss = row_loss.sum() / rows if w is None else xp.vdot(row_loss, w) / rows
+    elif w is not None:
+        loss = xp.vdot(-(y * logp).sum(axis=1), w) / rows
     else:
         loss = -xp.vdot(y, logp) / rows
     return xp.asarray(loss, dtype=z.dtype), e
 
 
 def softmax_xent_backward(xp, probs, y, g, sparse, w=None):
-    """``(probs - y) * g / rows`` (times ``w[row]`` with sample weights); ``g`` is the upstream
-    gradient of the mean loss (0-d)."""
+    """``(probs - y) * (g / rows)`` (times ``w[row]`` with sample weights); ``g`` is the upstream
+    gradient of the mean loss (0-d), rounded to the probabilities' dtype first as the kernel does."""
     rows, cols = probs.shape
     if cuda.is_gpu(xp) and probs.dtype == "float32":
-        dz = xp.empty_like(probs)
+        probs = xp.ascontiguousarray(probs)
+        dz = xp.empty(probs.shape, dtype="float32")
         g = xp.ascontiguousarray(g, dtype="float32").reshape(1)
         y_arg, labels, flag = _targets(xp, y, sparse)
         weights = None if w is None else xp.ascontiguousarray(w, dtype="float32")
@@ -61,11 +78,13 @@ def softmax_xent_backward(xp, probs, y, g, sparse, w=None):
                                                        cuda.i64(cols), flag))
         return dz
     if sparse:
+        lab, bad = _labels(xp, y, cols)
         dz = probs.copy()
-        dz[xp.arange(rows), y.astype("int64")] -= 1
+        dz[xp.arange(rows), lab] -= 1
+        dz[bad] = xp.nan
     else:
         dz = probs - y
-    dz *= g / rows
+    dz *= xp.asarray(g, dtype=probs.dtype) / probs.dtype.type(rows)
     if w is not None:
         dz *= w[:, None]
     return dz.astype(probs.dtype, copy=False)

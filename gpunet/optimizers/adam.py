@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..kernels import cuda, scalars
-from .optimizer import Optimizer, check_fraction, check_positive, decay_weights
+from .optimizer import FLOAT32, Optimizer, check_fraction, check_positive, decay_weights
 
 SOURCE = cuda.Source(__file__, "adam.cu")
 
@@ -43,30 +43,35 @@ class Adam(Optimizer):
         t = self.iterations
         return self.lr_t * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
 
+    def constants(self, dtype):
+        """``(1 - beta_1, 1 - beta_2, epsilon, alpha_t)`` in ``dtype``, each computed in double and rounded
+        once: the scalars of the twin and (float32) of the kernel."""
+        return scalars(dtype, 1 - self.beta_1, 1 - self.beta_2, self.epsilon, self.step_size())
+
     def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0):
         if decay:
-            decay_weights(xp, w, decay, scratch)
-        c1, c2, eps, alpha = scalars(w.dtype, 1 - self.beta_1, 1 - self.beta_2, self.epsilon, self.step_size())
+            decay_weights(xp, w, decay, scratch)     # w = w - w*decay
+        c1, c2, eps, alpha = self.constants(w.dtype)
         m, v, v_hat = slots["momentum"], slots["velocity"], slots.get("velocity_hat")
         s = xp.subtract(g, m, out=scratch)
         s *= c1
-        m += s                                        # m += (g - m)(1 - b1)
+        m += s                                        # m = m + (g - m)*c1
         xp.multiply(g, g, out=s)
         s -= v
         s *= c2
-        v += s                                        # v += (g^2 - v)(1 - b2)
+        v += s                                        # v = v + (g*g - v)*c2
         if v_hat is not None:
-            v = xp.maximum(v_hat, v, out=v_hat)       # v_hat = max(v_hat, v)
+            v = xp.maximum(v_hat, v, out=v_hat)       # v_hat = max(v_hat, v); the step uses v_hat
         xp.sqrt(v, out=s)
         s += eps
         xp.divide(m, s, out=s)
         s *= alpha
-        w -= s
+        w -= s                                        # w = w - (m / (sqrt(v) + eps))*alpha_t
 
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
+        c1, c2, eps, alpha = self.constants(FLOAT32)
         SOURCE.launch("adam_update", w.size, (w, g, slots["momentum"], slots["velocity"],
-                                              cuda.pointer(slots.get("velocity_hat")), cuda.f32(self.step_size()),
-                                              cuda.f32(self.beta_1), cuda.f32(self.beta_2), cuda.f32(self.epsilon),
+                                              cuda.pointer(slots.get("velocity_hat")), c1, c2, eps, alpha,
                                               cuda.f32(decay), cuda.i64(w.size), cuda.pointer(halt)))
 
     def get_config(self):

@@ -4,8 +4,12 @@ A subclass states its rule once, as Chainer's optimizers do: ``update_core_cpu``
 twin, in place) and ``update_core_gpu`` (one CUDA kernel from the ``.cu`` file beside it),
 both given the gradient, the weight array, the slots and ``decay`` (``weight_decay *
 learning_rate`` for this weight, 0.0 without weight decay: both apply Keras' decoupled decay
-``w -= w * decay`` before the update, the kernel behind the loss guard's halt flag).
-:meth:`Optimizer.update_step` picks one per parameter. A custom optimizer may instead override
+``w -= w * decay`` before the update, the kernel behind the loss guard's halt flag; decay applies
+where its float32 value is not 0). Kernel and twin follow one arithmetic contract: the same
+operations in the same order, each rounded on its own, with the scalars computed once on the host
+(each optimizer's ``constants(dtype)``) and the flags decided there, so they give the same bits
+(``tests/test_kernel_contracts.py``). :meth:`Optimizer.update_step` picks one per parameter (the
+kernel only for flat C-ordered float32 buffers, :func:`kernel_ready`). A custom optimizer may instead override
 ``build_slots(param)`` and ``update_step(grad, param, slots)`` (gpunet's earlier interface),
 which still works (without weight decay).
 
@@ -16,6 +20,8 @@ fused updates. With none of clipping, weight decay or a schedule configured the 
 exactly the update passes and nothing more.
 """
 from __future__ import annotations
+
+import contextlib
 
 import inspect
 import math
@@ -65,6 +71,15 @@ def auto_name(cls_name: str) -> str:
 def decay_weights(xp, w, decay, scratch) -> None:
     """Keras' decoupled weight decay in place, ``w -= w * decay`` (the kernels' arithmetic)."""
     w -= xp.multiply(w, w.dtype.type(decay), out=scratch)
+
+
+def kernel_ready(g, w, slots) -> bool:
+    """Can an update kernel run: it indexes ``w``, ``g`` and every slot as one flat C-ordered float32
+    buffer, so all must be C-contiguous float32 arrays of ``w``'s shape (an F-ordered weight would be
+    updated with a transposed gradient)."""
+    return w.dtype == FLOAT32 and g.dtype == FLOAT32 and g.shape == w.shape and w.flags.c_contiguous and \
+        g.flags.c_contiguous and all(s.dtype == FLOAT32 and s.shape == w.shape and s.flags.c_contiguous
+                                     for s in slots.values())
 
 
 def _takes_step(fn) -> bool:
@@ -199,24 +214,29 @@ class Optimizer:
         if self._lr_fn is not None:
             self.lr_t = self._evaluate_lr()            # Keras: the schedule sees the steps done before this one
         if self.clipnorm or self.global_clipnorm or self.clipvalue:
-            grads = self.clip_gradients([g.data if isinstance(g, Tensor) else g for g in grads])
-        self._decay_t = self.weight_decay * self.lr_t if self.weight_decay else 0.0
+            with (params[0].device.context if params else contextlib.nullcontext()):
+                grads = self.clip_gradients([g.data if isinstance(g, Tensor) else g for g in grads])
+        decay = self.weight_decay * self.lr_t if self.weight_decay else 0.0
+        self._decay_t = decay if FLOAT32.type(decay) else 0.0      # decay applies where the kernels' float32 is not 0
         self.iterations += 1
         for g, p in zip(grads, params):
             if g is None:
                 continue
             g = g.data if isinstance(g, Tensor) else g
-            if halt is None:
-                self.update_step(g, p, self.slots_of(p))
-            elif p.device.is_gpu:
-                self.update_step(g, p, self.slots_of(p), halt=halt)
-            elif not halt[0]:                      # on the CPU the flag is a host value
-                self.update_step(g, p, self.slots_of(p))
+            with p.device.context:                 # slots and kernels on the parameter's GPU
+                if halt is None:
+                    self.update_step(g, p, self.slots_of(p))
+                elif p.device.is_gpu:
+                    self.update_step(g, p, self.slots_of(p), halt=halt)
+                elif not halt[0]:                  # on the CPU the flag is a host value
+                    self.update_step(g, p, self.slots_of(p))
 
     def update_step(self, grad, param, slots, halt=None) -> None:
-        """Update one parameter in place: the CUDA kernel for float32 GPU weights, else the twin."""
+        """Update one parameter in place: the CUDA kernel for float32 GPU weights whose weight, gradient
+        and slots are flat C-ordered buffers of one shape (:func:`kernel_ready`), else the twin, whose
+        array operations take any strides (on a GPU it then reads the halt flag on the host)."""
         decay = self._decay_t if self._decay_t and self._decays(param) else 0.0
-        if param.device.is_gpu and param.data.dtype == FLOAT32:
+        if param.device.is_gpu and kernel_ready(grad, param.data, slots):
             if decay:
                 self.update_core_gpu(grad, param.data, slots, halt, decay=decay)
             else:

@@ -1,31 +1,50 @@
 extern "C" {
 
-// Keras RMSprop: v = rho*v + (1-rho)*g^2; [a = rho*a + (1-rho)*g; d = v - a^2]; step = lr*g/sqrt(d + eps)
-// (eps_inside == 0: lr*g/(sqrt(d) + eps), PyTorch's form); momentum: mom = mu*mom + step; w -= mom.
-// The velocity is stored scaled, u = v/(1-rho): u = rho*u + g^2. fast != 0 (plain Keras form): step =
-// g/sqrt(u*c + e2) with c = (1-rho)/lr^2, e2 = eps/lr^2 computed on the host, as the NumPy twin does.
-// decay != 0: Keras' decoupled weight decay first, w -= w*decay (decay = weight_decay*lr; no FMA, as the twin).
+// Keras RMSprop, line for line the NumPy twin RMSprop.update_core_cpu (rmsprop.py). The velocity is
+// stored scaled, u = v/(1 - rho). Every constant comes from the host, as the twin's float32 scalars
+// (RMSprop.constants): rho, one_minus_rho (1 - rho computed in double, then rounded), eps, lr, mu, and for
+// the plain Keras form c = (1 - rho)/lr^2, e2 = eps/lr^2. fast (the plain form) and eps_inside are the
+// host's decisions; a (centered) and mom (momentum) are null when the optimizer has no such slot.
+//   w = w - w*decay                  decay != 0 only (Keras' decoupled weight decay, decay = weight_decay*lr)
+//   u = u*rho + g*g
+//   w = w - g / sqrt(u*c + e2)       fast: done
+//   v = u*one_minus_rho
+//   a = a*rho + g*one_minus_rho      centered
+//   v = v - a*a                      centered
+//   s = g / sqrt(v + eps)            eps_inside (Keras)
+//   s = g / (sqrt(v) + eps)          !eps_inside (PyTorch)
+//   s = s*lr
+//   mom = mom*mu + s; s = mom        momentum
+//   w = w - s
+// Each operation is rounded on its own (__f*_rn: no FMA contraction), as NumPy rounds each ufunc.
 // halt (may be null): skip the update when *halt != 0 (the loss guard's flag).
-__global__ void rmsprop_update(float* w, const float* g, float* u, float* a, float* mom, float lr, float rho,
-                               float eps, float mu, int eps_inside, float c, float e2, int fast, float decay,
-                               long long n, const int* halt) {
+__global__ void rmsprop_update(float* w, const float* g, float* u, float* a, float* mom, float rho,
+                               float one_minus_rho, float eps, float lr, float mu, float c, float e2, int fast,
+                               int eps_inside, float decay, long long n, const int* halt) {
     if (halt && *halt) return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float gi = g[i];
-        float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));   // no FMA: round as the twin does
-        u[i] = ui;
-        float step;
-        if (fast) {
-            step = gi / sqrtf(__fadd_rn(__fmul_rn(ui, c), e2));
-        } else {
-            float vi = (1.0f - rho) * ui;
-            if (a) { float ai = rho * a[i] + (1.0f - rho) * gi; a[i] = ai; vi -= ai * ai; }
-            step = eps_inside ? lr * gi / sqrtf(vi + eps) : lr * gi / (sqrtf(vi) + eps);
-            if (mom) { step += mu * mom[i]; mom[i] = step; }
-        }
         float wi = w[i];
         if (decay != 0.0f) wi = __fsub_rn(wi, __fmul_rn(wi, decay));
-        w[i] = wi - step;
+        float gi = g[i];
+        float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));
+        u[i] = ui;
+        if (fast) {
+            w[i] = __fsub_rn(wi, __fdiv_rn(gi, __fsqrt_rn(__fadd_rn(__fmul_rn(ui, c), e2))));
+            continue;
+        }
+        float vi = __fmul_rn(ui, one_minus_rho);
+        if (a) {
+            float ai = __fadd_rn(__fmul_rn(a[i], rho), __fmul_rn(gi, one_minus_rho));
+            a[i] = ai;
+            vi = __fsub_rn(vi, __fmul_rn(ai, ai));
+        }
+        float den = eps_inside ? __fsqrt_rn(__fadd_rn(vi, eps)) : __fadd_rn(__fsqrt_rn(vi), eps);
+        float s = __fmul_rn(__fdiv_rn(gi, den), lr);
+        if (mom) {
+            s = __fadd_rn(__fmul_rn(mom[i], mu), s);
+            mom[i] = s;
+        }
+        w[i] = __fsub_rn(wi, s);
     }
 }
 

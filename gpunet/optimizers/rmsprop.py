@@ -5,18 +5,21 @@ import functools
 
 from .. import backend
 from ..kernels import cuda, scalars
-from .optimizer import Optimizer, check_fraction, check_positive, decay_weights
+from .optimizer import FLOAT32, Optimizer, check_fraction, check_positive, decay_weights
 
 SOURCE = cuda.Source(__file__, "rmsprop.cu")
-FLOAT32_MAX = 3.4e38
+FLOAT32_MAX, FLOAT32_TINY = 3.4e38, 1.2e-38     # (just inside) float32's largest and smallest normal numbers
 
 
 @functools.lru_cache(maxsize=64)
 def _folded(lr, rho, eps, momentum, centered, eps_inside_sqrt):
+    """``(c, e2, fast)``; ``c = e2 = 0.0`` when not ``fast``."""
     if not lr > 0:                        # a schedule may reach 0 (or a callable anything): the general form
         return 0.0, 0.0, False
     c, e2 = (1 - rho) / lr ** 2, eps / lr ** 2
-    return c, e2, not centered and not momentum and eps_inside_sqrt and max(c, e2) < FLOAT32_MAX
+    if not centered and not momentum and eps_inside_sqrt and FLOAT32_TINY < min(c, e2) <= max(c, e2) < FLOAT32_MAX:
+        return c, e2, True
+    return 0.0, 0.0, False
 
 
 class RMSprop(Optimizer):
@@ -56,55 +59,54 @@ class RMSprop(Optimizer):
         self.slot_names = ("velocity",) + (("average_gradient",) if centered else ()) + \
             (("momentum",) if self.momentum else ())
 
-    def _folded_constants(self):
-        """``(c, e2, fast)``: the plain form folds lr into ``c`` and ``e2`` (float32 would overflow
-        for a tiny learning rate: then the general form runs)."""
-        return _folded(self.lr_t, self.rho, self.epsilon, self.momentum, self.centered, self.eps_inside_sqrt)
+    def constants(self, dtype):
+        """``(rho, 1 - rho, epsilon, lr, momentum, c, e2, fast)``: the scalars in ``dtype`` (each computed in
+        double and rounded once) of the twin and (float32) of the kernel, and the host's choice of the plain
+        form, which folds lr into ``c = (1 - rho)/lr**2`` and ``e2 = eps/lr**2`` (0.0 when not ``fast``;
+        not taken where they would overflow or be subnormal in float32)."""
+        c, e2, fast = _folded(self.lr_t, self.rho, self.epsilon, self.momentum, self.centered, self.eps_inside_sqrt)
+        return (*scalars(dtype, self.rho, 1 - self.rho, self.epsilon, self.lr_t, self.momentum, c, e2), fast)
 
     def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0):
         if decay:
-            decay_weights(xp, w, decay, scratch)
-        c, e2, fast = self._folded_constants()
-        rho, one_minus, eps, lr, mu, c, e2 = scalars(w.dtype, self.rho, 1 - self.rho, self.epsilon,
-                                                     self.lr_t, self.momentum, c, e2)
+            decay_weights(xp, w, decay, scratch)      # w = w - w*decay
+        rho, one_minus, eps, lr, mu, c, e2, fast = self.constants(w.dtype)
         u, a, mom = slots["velocity"], slots.get("average_gradient"), slots.get("momentum")
-        u *= rho                                      # u = rho*u + g^2  (u first: measured ~3% faster)
+        u *= rho                                      # u = u*rho + g*g  (u first: measured ~3% faster)
         s = xp.multiply(g, g, out=scratch)
         u += s
-        if fast:                                      # s = sqrt(v + eps) / lr
+        if fast:
             xp.multiply(u, c, out=s)
             s += e2
             xp.sqrt(s, out=s)
             xp.divide(g, s, out=s)
-            w -= s
+            w -= s                                    # w = w - g / sqrt(u*c + e2)
             return
-        xp.multiply(u, one_minus, out=s)              # v
-        if a is not None:                             # centered: v_hat = v - a^2
+        xp.multiply(u, one_minus, out=s)              # v = u*one_minus_rho
+        if a is not None:
             a *= rho
-            a += g * one_minus
-            s -= a * a
+            a += g * one_minus                        # a = a*rho + g*one_minus_rho
+            s -= a * a                                # v = v - a*a
         if self.eps_inside_sqrt:
             s += eps
-            xp.sqrt(s, out=s)
+            xp.sqrt(s, out=s)                         # sqrt(v + eps)
         else:
             xp.sqrt(s, out=s)
-            s += eps
+            s += eps                                  # sqrt(v) + eps
         xp.divide(g, s, out=s)
-        s *= lr
+        s *= lr                                       # s = (g / den)*lr
         if mom is not None:
             mom *= mu
-            mom += s
+            mom += s                                  # mom = mom*mu + s
             s = mom
-        w -= s
+        w -= s                                        # w = w - s
 
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
-        c, e2, fast = self._folded_constants()
+        rho, one_minus, eps, lr, mu, c, e2, fast = self.constants(FLOAT32)
         SOURCE.launch("rmsprop_update", w.size, (
             w, g, slots["velocity"], cuda.pointer(slots.get("average_gradient")), cuda.pointer(slots.get("momentum")),
-            cuda.f32(self.lr_t), cuda.f32(self.rho), cuda.f32(self.epsilon), cuda.f32(self.momentum),
-            cuda.i32(self.eps_inside_sqrt), *(scalars(backend.numpy.dtype("float32"), c, e2) if fast else
-                                               (cuda.f32(0), cuda.f32(0))),
-            cuda.i32(fast), cuda.f32(decay), cuda.i64(w.size), cuda.pointer(halt)))
+            rho, one_minus, eps, lr, mu, c, e2, cuda.i32(fast), cuda.i32(self.eps_inside_sqrt), cuda.f32(decay),
+            cuda.i64(w.size), cuda.pointer(halt)))
 
     def export_slot(self, name, array):
         if name != "velocity":

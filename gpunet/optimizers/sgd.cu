@@ -1,18 +1,30 @@
 extern "C" {
 
-// Keras SGD: m = mu*m - lr*g; w += m (nesterov: w += mu*m - lr*g). mu == 0: w -= lr*g, m untouched.
-// decay != 0: Keras' decoupled weight decay first, w -= w*decay (decay = weight_decay*lr; no FMA, as the twin).
+// Keras SGD, line for line the NumPy twin SGD.update_core_cpu (sgd.py). Every constant comes from the
+// host, as the twin's float32 scalars: lr, mu. has_momentum is the host's decision (momentum != 0 as a
+// Python float, so a momentum that rounds to 0.0f still updates the slot m, as the twin does).
+//   w = w - w*decay                  decay != 0 only (Keras' decoupled weight decay, decay = weight_decay*lr)
+//   s = g*lr
+//   w = w - s                        no momentum (m untouched, may be null)
+//   m = m*mu - s                     momentum
+//   w = w + m                        momentum
+//   w = w + (m*mu - s)               nesterov
+// Each operation is rounded on its own (__f*_rn: no FMA contraction), as NumPy rounds each ufunc.
 // halt (may be null): skip the update when *halt != 0 (the loss guard's flag, see gpunet/kernels/guard.cu).
-__global__ void sgd_update(float* w, const float* g, float* m, float lr, float mu, int nesterov, float decay,
-                           long long n, const int* halt) {
+__global__ void sgd_update(float* w, const float* g, float* m, float lr, float mu, int has_momentum, int nesterov,
+                           float decay, long long n, const int* halt) {
     if (halt && *halt) return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float wi = w[i];
         if (decay != 0.0f) wi = __fsub_rn(wi, __fmul_rn(wi, decay));
-        if (mu == 0.0f) { w[i] = wi - lr * g[i]; continue; }
-        float mi = mu * m[i] - lr * g[i];
+        float s = __fmul_rn(g[i], lr);
+        if (!has_momentum) {
+            w[i] = __fsub_rn(wi, s);
+            continue;
+        }
+        float mi = __fsub_rn(__fmul_rn(m[i], mu), s);
         m[i] = mi;
-        w[i] = wi + (nesterov ? mu * mi - lr * g[i] : mi);
+        w[i] = __fadd_rn(wi, nesterov ? __fsub_rn(__fmul_rn(mi, mu), s) : mi);
     }
 }
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..kernels import cuda, scalars
-from .optimizer import Optimizer, check_fraction, decay_weights
+from .optimizer import FLOAT32, Optimizer, check_fraction, decay_weights
 
 SOURCE = cuda.Source(__file__, "sgd.cu")
 
@@ -29,27 +29,32 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if self.momentum else ()
 
+    def constants(self, dtype):
+        """``(lr, mu)`` in ``dtype``: the scalars of the twin and (float32) of the kernel."""
+        return scalars(dtype, self.lr_t, self.momentum)
+
     def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0):
         if decay:
-            decay_weights(xp, w, decay, scratch)
-        lr, mu = scalars(w.dtype, self.lr_t, self.momentum)
-        s = xp.multiply(g, lr, out=scratch)          # lr * g
-        if not self.momentum:
-            w -= s
+            decay_weights(xp, w, decay, scratch)     # w = w - w*decay
+        lr, mu = self.constants(w.dtype)
+        s = xp.multiply(g, lr, out=scratch)          # s = g*lr
+        if not self.momentum:                        # the kernel's has_momentum, decided here on the host
+            w -= s                                   # w = w - s
             return
         m = slots["momentum"]
         m *= mu
-        m -= s                                       # m = mu*m - lr*g
+        m -= s                                       # m = m*mu - s
         if self.nesterov:
             s *= -1
-            s += mu * m
-            w += s                                   # w += mu*m - lr*g
+            s += m * mu
+            w += s                                   # w = w + (m*mu - s)   (-s + x is x - s exactly)
         else:
-            w += m
+            w += m                                   # w = w + m
 
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
-        SOURCE.launch("sgd_update", w.size, (w, g, cuda.pointer(slots.get("momentum")), cuda.f32(self.lr_t),
-                                             cuda.f32(self.momentum), cuda.i32(self.nesterov), cuda.f32(decay),
+        lr, mu = self.constants(FLOAT32)
+        SOURCE.launch("sgd_update", w.size, (w, g, cuda.pointer(slots.get("momentum")), lr, mu,
+                                             cuda.i32(bool(self.momentum)), cuda.i32(self.nesterov), cuda.f32(decay),
                                              cuda.i64(w.size), cuda.pointer(halt)))
 
     def get_config(self):

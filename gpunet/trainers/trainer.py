@@ -15,6 +15,7 @@ final_activation)``, ``trainable_weights``, ``get_weights``/``set_weights`` and 
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -40,6 +41,16 @@ class _Run:
         self.data, self.callbacks, self.validation = data, callbacks, validation
         self.interrupt, self.batch_size = interrupt, batch_size
         self.sums = RunningSums(model.compiled_metrics)
+
+
+def _on_the_model_device(method):
+    """Run ``method`` with the model's GPU current (CuPy allocates and launches on the current GPU: without
+    this a model on ``gpu:1`` would get its slots, flags and kernels on device 0)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.device.context:
+            return method(self, *args, **kwargs)
+    return run
 
 
 class Trainer:
@@ -87,6 +98,7 @@ class Trainer:
         self._batch_run = None
 
     # ---------------------------------------------------------------------- fit
+    @_on_the_model_device
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
             steps_per_epoch=None, validation_freq=1, distributed=False) -> History:
@@ -243,6 +255,7 @@ class Trainer:
         run.interrupt.check()
         return not self.stop_training
 
+    @_on_the_model_device
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         """One optimizer step on one batch (Keras' ``train_on_batch``): the loss, ``[loss, *metrics]``
         with metrics, or a dict with ``return_dict``; ``nan`` entries when the loss was not finite
@@ -263,6 +276,7 @@ class Trainer:
             run.guard.flag[...] = 0
         return self._results(logs, return_dict)
 
+    @_on_the_model_device
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         """The loss (and metrics) of one batch, as ``evaluate`` computes them (Keras' ``test_on_batch``)."""
         self._require_compiled("test_on_batch")
@@ -270,6 +284,7 @@ class Trainer:
         logs, _, _ = self._evaluate_arrays(x, y, w, len(x), SingleProcess())
         return self._results(logs, return_dict)
 
+    @_on_the_model_device
     def predict_on_batch(self, x):
         """The model's outputs for one batch, a host NumPy array (Keras' ``predict_on_batch``)."""
         return self.predict(x, batch_size=max(len(x), 1) if hasattr(x, "__len__") else None)
@@ -285,6 +300,7 @@ class Trainer:
                 None if w is None else to_device(self.device, w))
 
     # ------------------------------------------------------------- evaluate / predict
+    @_on_the_model_device
     def evaluate(self, x=None, y=None, batch_size=None, verbose=1, sample_weight=None, distributed=False,
                  return_dict=False):
         """Loss (and metrics) on ``(x, y)``: a float, or ``[loss, *metrics]`` when metrics were compiled
@@ -330,6 +346,7 @@ class Trainer:
             sums.reduce_with(strategy)
         return sums.logs(), sums.count, time.perf_counter() - t0
 
+    @_on_the_model_device
     def predict(self, x, batch_size=None, verbose=0):
         """Model outputs for ``x`` as a host NumPy array (final activations applied)."""
         batch_size = checks.batch_size_or_default(batch_size)
