@@ -27,6 +27,7 @@ import math
 from . import losses as _losses
 from ._registry import lookup
 from .errors import CheckpointError
+from .kernels import softmax_xent
 from .losses import squeeze_or_expand_to_same_rank
 from .tensor import Tensor, as_tensor
 
@@ -67,6 +68,7 @@ class Metric:
     """
 
     needs_probabilities = True
+    sums_in_place = False      # batch_sum takes ``ws`` (arrays to compute into; see Accuracy)
 
     def __init__(self, name=None, dtype=None):
         self.name = name or type(self).__name__.lower()
@@ -123,15 +125,19 @@ def resolve_kind(y_true_shape, y_pred_shape) -> str:
     return "categorical"
 
 
+def _cut(threshold, logits):
+    """The binary accuracy's threshold on probabilities, or on logits (``log(t / (1 - t))``)."""
+    return threshold if not logits else (math.log(threshold / (1 - threshold)) if 0 < threshold < 1
+                                         else (-math.inf if threshold <= 0 else math.inf))
+
+
 def accuracy_values(xp, kind, t, p, threshold=0.5, logits=False):
     """Per-position hits (bool arrays) of the accuracy ``kind`` for targets ``t`` and outputs ``p`` (arrays)."""
     if kind in ("binary", "exact"):
         t, p = squeeze_or_expand_to_same_rank(t, p)
         if kind == "exact":
             return t == p
-        cut = threshold if not logits else (math.log(threshold / (1 - threshold)) if 0 < threshold < 1
-                                             else (-math.inf if threshold <= 0 else math.inf))
-        return t == (p > cut)
+        return t == (p > _cut(threshold, logits))
     pred = p.argmax(axis=-1)
     if kind == "categorical":
         return t.argmax(axis=-1) == pred
@@ -142,12 +148,32 @@ def accuracy_values(xp, kind, t, p, threshold=0.5, logits=False):
     return t == pred
 
 
+def accuracy_hits_into(xp, kind, t, p, ws, threshold=0.5, logits=False):
+    """The hits of one sample per row (2-D outputs ``p``) as float32 0/1, computed into arrays lent by
+    ``ws`` (``ws.array(key, shape, dtype)``; no new array on a GPU); None where only
+    :func:`accuracy_values` applies (other ranks or shapes, ``kind`` 'exact')."""
+    if p.ndim != 2 or t.size == 0 or t.size not in (p.shape[0], p.size):
+        return None
+    n = p.shape[0]
+    hits = ws.array("hits", (n,), "float32")
+    if kind == "binary" and p.shape[1] == 1 and t.size == n:
+        above = xp.greater(p.reshape(n), _cut(threshold, logits), out=ws.array("above", (n,), "bool"))
+        return xp.equal(t.reshape(n), above, out=hits)
+    if kind not in ("categorical", "sparse") or (kind == "categorical") != (t.shape == p.shape):
+        return None
+    pred = p.argmax(axis=-1, out=ws.array("pred", (n,), "int64"))
+    if kind == "categorical":
+        t = t.argmax(axis=-1, out=ws.array("true", (n,), "int64"))
+    return xp.equal(t.reshape(n), pred, out=hits)
+
+
 class Accuracy(Metric):
     """Fraction of correct predictions. ``kind``: 'categorical', 'sparse', 'binary' (``y_pred > threshold``),
     'exact' (``y_true == y_pred``, Keras' ``keras.metrics.Accuracy``), or None: picked from the shapes as
     Keras' ``compile`` picks for ``'accuracy'`` (:meth:`resolve`, called by ``compile``/``fit``)."""
 
     needs_probabilities = False
+    sums_in_place = True
     kind_default = None
     direction = "up"       # higher is better (what EarlyStopping's mode='auto' reads)
 
@@ -165,6 +191,19 @@ class Accuracy(Metric):
     def values(self, y_true, y_pred, logits=False):
         kind = self.kind or resolve_kind(y_true.shape, y_pred.shape)
         return accuracy_values(y_pred.device.xp, kind, y_true.data, y_pred.data, self.threshold, logits)
+
+    def batch_sum(self, y_true, y_pred, logits=False, sample_weight=None, ws=None):
+        """The hits summed over the batch; with ``ws`` (a workspace lending arrays, as in ``fit``) and no
+        weights, computed into its arrays: a 0-d float32 array that the next call with ``ws`` overwrites
+        (no new array and no host value on a GPU; the same number)."""
+        if ws is not None and sample_weight is None and self.dtype == "float32":
+            y_true, y_pred = _pair(y_true, y_pred)
+            xp = y_pred.device.xp
+            kind = self.kind or resolve_kind(y_true.shape, y_pred.shape)
+            hits = accuracy_hits_into(xp, kind, y_true.data, y_pred.data, ws, self.threshold, logits)
+            if hits is not None:
+                return softmax_xent.sum_rows(xp, hits, out=ws.array("sum", (), "float32"))
+        return super().batch_sum(y_true, y_pred, logits, sample_weight)
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "threshold": self.threshold}

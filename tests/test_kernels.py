@@ -193,8 +193,8 @@ def _signatures():
     return out
 
 
-_POINTEE = {"float*": np.float32, "int*": np.int32, "long long*": np.int64}
-_SCALAR = {"float": np.float32, "int": np.int32, "long long": np.int64}
+_POINTEE = {"float*": np.float32, "int*": np.int32, "long long*": np.int64, "unsigned long long*": np.uint64}
+_SCALAR = {"float": np.float32, "int": np.int32, "long long": np.int64, "double": np.float64}
 
 
 def _check_args(name, args, sig):
@@ -241,6 +241,13 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
         kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse)
         kernels.softmax_xent_backward(np, probs, y, np.ones((), F), sparse, np.ones(4, F))   # sample weights
     kernels.guard_loss(np, np.zeros((), F), halt, bad, val, 7)
+    kernels.dropout_mask(np, np.zeros(2, np.uint64), (4, 3), 0.5, x=z, y=np.empty_like(z))     # y in the same pass
+    kernels.dropout_mask(np, np.zeros(2, np.uint64), (4, 1), 0.5, 2, 8)                       # the mask only
+    kernels.gemm.matmul(np, z, z.T)                                                            # capture-safe product
+    kernels.guard_loss(np, np.zeros((), F), halt, bad, val, np.zeros(1, np.int64))     # a device step counter
+    kernels.dense.bias_grad(np, z)
+    kernels.dense.bias_grad(np, z, out=np.empty(3, F))
+    kernels.softmax_xent.sum_rows(np, np.ones(4, F), np.ones(4, F), 4, out=np.empty((), F))
     for h in (None, halt):
         for opt in (optimizers.SGD(0.1, momentum=0.9, nesterov=True), optimizers.SGD(0.1),
                     optimizers.RMSprop(), optimizers.RMSprop(centered=True, momentum=0.5, eps_inside_sqrt=False),
@@ -271,7 +278,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
                 optimizers.Adam(beta_2=0.999)):
         opt.iterations = 3
         opt.update_core_gpu(g, w, {k: np.zeros(6, F) for k in opt.slot_names}, None)
-    (_, sgd_n), (_, sgd_0), (_, sgd_tiny), (_, rms), (_, rms_c), (_, adam) = calls
+    (_, sgd_n), (_, sgd_0), (_, sgd_tiny), (_, rms), (_, rms_c), (_, adam_step), (_, adam) = calls
     assert sgd_n[3:7] == (F(0.1), F(0.9), 1, 1) and sgd_0[2] is cuda.NULL and sgd_0[5] == 0
     assert sgd_tiny[4] == 0 and sgd_tiny[5] == 1            # momentum rounds to 0.0f, yet the slot is updated
     assert rms[5:12] == optimizers.RMSprop().constants(f32)[:7] and rms[12] == 1 and rms[10] > 0
@@ -279,7 +286,9 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     assert rms_c[3] is not cuda.NULL and rms_c[4] is not cuda.NULL and rms_c[12:14] == (0, 0)
     opt = optimizers.Adam(beta_2=0.999)
     opt.iterations = 3
-    assert adam[5:9] == opt.constants(f32) and adam[6] == F(1 - 0.999) and adam[6] != F(1) - F(0.999)
+    assert adam[5:8] == opt.constants(f32)[:3] and adam[6] == F(1 - 0.999) and adam[6] != F(1) - F(0.999)
+    assert adam[8] is adam_step[1] and adam_step[0][0] == 2     # alpha_t of step 3, computed on the device
+    assert adam_step[2:] == (0.001, 0.9, 0.999)                 # ... from constants only (the counter: 2 -> 3)
 
 
 def test_a_source_compiles_once_per_gpu_and_looks_each_kernel_up_once(monkeypatch):

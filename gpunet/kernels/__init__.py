@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import functools
 
-from . import cuda
+from . import cuda, gemm
 from .dense import act_backward, bias_act, dense_backward, dense_forward
 from .guard import guard_loss
+from .philox import dropout_mask, philox4x32_10  # noqa: F401  (Dropout's Philox4x32-10 masks: philox.py)
 from .softmax_xent import softmax_xent_backward, softmax_xent_forward
 
 __all__ = ["cuda", "act_backward", "bias_act", "dense_backward", "dense_forward", "guard_loss",

@@ -19,4 +19,15 @@ __global__ void relu_bwd(const float* g, const float* y, float* gz, long long n)
         gz[i] = __fmul_rn(g[i], y[i] > 0.0f ? 1.0f : 0.0f);
 }
 
+// gb[c] = sum over rows of gz[r, c], the bias gradient, into gb (no new array): one thread per column,
+// adding the rows in order, as the twin's gz.sum(axis=0) does for a C-ordered gz with cols > 1 (the same
+// bits; NumPy sums a single column pairwise, so with cols == 1 they agree within rounding).
+__global__ void bias_grad(const float* gz, float* gb, long long rows, long long cols) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (long long r = 0; r < rows; ++r) s = __fadd_rn(s, gz[r * cols + c]);
+        gb[c] = s;
+    }
+}
+
 }  // extern "C"

@@ -1,8 +1,9 @@
 """The dense layer's array math: bias + activation, the ReLU backward, and the matrix products.
 
-``bias_act`` and ``act_backward`` are fused kernels (``dense.cu``) with NumPy twins;
+``bias_act``, ``act_backward`` and ``bias_grad`` are kernels (``dense.cu``) with NumPy twins;
 ``dense_forward``/``dense_backward`` add the products (BLAS on the CPU, cuBLAS through CuPy).
-All arrays are float32; ``x2`` is the layer input as a matrix ``(n, in)``.
+All arrays are float32; ``x2`` is the layer input as a matrix ``(n, in)``. Every function can write
+into arrays it is given (``out``, ``buffers``), so a training step need allocate nothing.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def act_backward(xp, g, y, activation, out=None):
     if cuda.is_gpu(xp) and g.dtype == "float32" and y.dtype == "float32" and g.shape == y.shape and _flat(y) and \
             (out is None or _flat(out)):
         gz = xp.empty(g.shape, dtype="float32") if out is None else out      # C order, as the kernel writes it
-        SOURCE.launch("relu_bwd", g.size, (xp.ascontiguousarray(g), y, gz, cuda.i64(g.size)))
+        SOURCE.launch("relu_bwd", g.size, (g if g.flags.c_contiguous else xp.ascontiguousarray(g), y, gz,
+                                           cuda.i64(g.size)))
         return gz
     return xp.multiply(g, y > 0, out=out)
 
@@ -59,11 +61,22 @@ def dense_forward(xp, x2, kernel, bias, activation=None, out=None):
     return bias_act(xp, xp.matmul(x2, kernel, out=out), bias, activation)
 
 
+def bias_grad(xp, gz, out=None):
+    """``gz.sum(axis=0)`` of a float32 ``(rows, cols)`` gradient, into ``out`` when given: on a GPU one
+    kernel (a thread per column adds the rows in order: the twin's bits, see ``dense.cu``)."""
+    if cuda.is_gpu(xp) and gz.dtype == "float32" and gz.ndim == 2 and _flat(gz) and \
+            (out is None or (out.dtype == "float32" and out.shape == gz.shape[1:] and _flat(out))):
+        gb = xp.empty(gz.shape[1:], dtype="float32") if out is None else out
+        SOURCE.launch("bias_grad", gz.shape[1], (gz, gb, cuda.i64(gz.shape[0]), cuda.i64(gz.shape[1])))
+        return gb
+    return gz.sum(axis=0, out=out)
+
+
 def dense_backward(xp, gz, x2, kernel, need_x, need_kernel, need_bias, buffers=None):
     """From ``gz (n, units)``, the gradient of ``x2 @ kernel + bias``: ``(grad x2, grad kernel,
-    grad bias)``, each None when not needed. ``buffers``: optional ``{'gx', 'gk'}`` arrays to
+    grad bias)``, each None when not needed. ``buffers``: optional ``{'gx', 'gk', 'gb'}`` arrays to
     write into instead of allocating."""
     b = buffers or {}
     return (xp.matmul(gz, kernel.T, out=b.get("gx")) if need_x else None,
             xp.matmul(x2.T, gz, out=b.get("gk")) if need_kernel else None,
-            gz.sum(axis=0) if need_bias else None)
+            bias_grad(xp, gz, out=b.get("gb")) if need_bias else None)

@@ -53,4 +53,16 @@ __global__ void softmax_xent_bwd(const float* probs, const float* y, const long 
     }
 }
 
+// out[0] = (sum over r < n of v[r] [* w[r]]) / divisor: one thread adds the rows in order in double (the
+// products of two floats are exact there) and rounds once, as the twin's float64 cumsum. The mean loss of a
+// batch (divisor = rows) and a metric's count (divisor 1), written into a device scalar: no new array and
+// no host scalar that changes from step to step. w may be null. n == 0 gives 0/divisor (NaN for 0/0).
+__global__ void sum_rows(const float* v, const float* w, float* out, long long n, long long divisor) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        double s = 0.0;
+        for (long long r = 0; r < n; ++r) s += w ? (double)v[r] * (double)w[r] : (double)v[r];
+        out[0] = (float)(s / (double)divisor);
+    }
+}
+
 }  // extern "C"

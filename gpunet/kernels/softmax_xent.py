@@ -7,19 +7,73 @@ another order and CUDA's expf/logf are not NumPy's, so the forward agrees within
 backward bit for bit. A sparse label outside ``[0, cols)`` gives its row a NaN loss and NaN
 gradients on both sides (``gpunet.ops.softmax_cross_entropy`` does not validate labels; the NaN
 loss stops training at the loss guard), never an out-of-bounds read or an IndexError.
+
+On a GPU the batch's mean loss is :func:`sum_rows` of the row losses (one thread, float64, into a
+0-d device array), and inside a :func:`workspace` block nothing is allocated: a training step
+reuses its loss, probabilities and gradient arrays (capture-ready: no allocation, no host sync,
+no host scalar that changes between steps of one batch size).
 """
 from __future__ import annotations
+
+import contextlib
+import threading
 
 from . import cuda
 
 SOURCE = cuda.Source(__file__, "softmax_xent.cu")
+_scope = threading.local()     # the workspace lent by :func:`workspace` (per thread)
+
+
+@contextlib.contextmanager
+def workspace(ws):
+    """Within the block, the GPU forward and backward write their results (loss, probabilities, row
+    losses, gradient) into arrays lent by ``ws`` (``ws.array(key, shape, dtype)``, e.g. a
+    :class:`gpunet.layers.Workspace`) instead of new arrays: the tapeless training step reuses them from
+    step to step, through the loss functions that call this module. Each result then lives until the next
+    call in such a block. ``None`` lends nothing. The NumPy twins allocate as before."""
+    previous = getattr(_scope, "ws", None)
+    _scope.ws = ws
+    try:
+        yield ws
+    finally:
+        _scope.ws = previous
+
+
+def _array(xp, key, shape, dtype="float32"):
+    ws = getattr(_scope, "ws", None)
+    return xp.empty(shape, dtype=dtype) if ws is None else ws.array(f"softmax_xent.{key}", shape, dtype)
+
+
+def _device(xp, a, dtype):
+    """``a`` as a C-ordered ``dtype`` array for a kernel: itself when it is one already (no new array)."""
+    return a if a.dtype == dtype and a.flags.c_contiguous else xp.ascontiguousarray(a, dtype=dtype)
 
 
 def _targets(xp, y, sparse):
     """The kernels' ``(y, labels, sparse)`` arguments: float32 rows of targets, or int64 class indices."""
     if sparse:
-        return cuda.NULL, xp.ascontiguousarray(y, dtype="int64"), cuda.i32(1)
-    return xp.ascontiguousarray(y, dtype="float32"), cuda.NULL, cuda.i32(0)
+        return cuda.NULL, _device(xp, y, "int64"), cuda.i32(1)
+    return _device(xp, y, "float32"), cuda.NULL, cuda.i32(0)
+
+
+def sum_rows(xp, v, w=None, divisor=1, out=None):
+    """``sum(v * w) / divisor`` of float32 ``(n,)`` values (``w``: optional float32 weights), as a 0-d
+    float32 array (``out`` when given). Added in row order in float64 and rounded once: kernel (one
+    thread, ``softmax_xent.cu``) and twin (a float64 cumulative sum) give the same bits."""
+    if cuda.is_gpu(xp):
+        out = xp.empty((), dtype="float32") if out is None else out
+        SOURCE.launch("sum_rows", 1, (_device(xp, v, "float32"), cuda.pointer(None if w is None else
+                                                                              _device(xp, w, "float32")),
+                                      out, cuda.i64(v.size), cuda.i64(divisor)))
+        return out
+    terms = v.astype("float64") if w is None else xp.multiply(v, w, dtype="float64")
+    total = xp.cumsum(terms)[-1] if terms.size else 0.0
+    with xp.errstate(invalid="ignore", divide="ignore"):
+        value = xp.float32(xp.float64(total) / divisor)
+    if out is None:
+        return xp.asarray(value)
+    out[...] = value
+    return out
 
 
 def _labels(xp, y, cols):
@@ -41,12 +95,11 @@ def softmax_xent_forward(xp, z, y, sparse, w=None):
     """
     rows, cols = z.shape
     if cuda.is_gpu(xp) and z.dtype == "float32":
-        z = xp.ascontiguousarray(z)
-        probs = xp.empty_like(z)
-        row_loss = xp.empty(rows, dtype="float32")
+        z = _device(xp, z, "float32")
+        probs, row_loss = _array(xp, "probs", z.shape), _array(xp, "row_loss", (rows,))
         y_arg, labels, flag = _targets(xp, y, sparse)
         SOURCE.launch("softmax_xent_fwd", rows, (z, y_arg, labels, probs, row_loss, cuda.i64(rows), cuda.i64(cols), flag))
-        return (row_loss.mean() if w is None else xp.vdot(row_loss, w) / rows), probs
+        return sum_rows(xp, row_loss, w, rows, out=_array(xp, "loss", ())), probs
     logp = z - z.max(axis=1, keepdims=True)
     e = xp.exp(logp)
     s = e.sum(axis=1, keepdims=True)
@@ -69,11 +122,11 @@ def softmax_xent_backward(xp, probs, y, g, sparse, w=None):
     gradient of the mean loss (0-d), rounded to the probabilities' dtype first as the kernel does."""
     rows, cols = probs.shape
     if cuda.is_gpu(xp) and probs.dtype == "float32":
-        probs = xp.ascontiguousarray(probs)
-        dz = xp.empty(probs.shape, dtype="float32")
-        g = xp.ascontiguousarray(g, dtype="float32").reshape(1)
+        probs = _device(xp, probs, "float32")
+        dz = _array(xp, "dz", probs.shape)
+        g = _device(xp, g, "float32").reshape(1)
         y_arg, labels, flag = _targets(xp, y, sparse)
-        weights = None if w is None else xp.ascontiguousarray(w, dtype="float32")
+        weights = None if w is None else _device(xp, w, "float32")
         SOURCE.launch("softmax_xent_bwd", probs.size, (probs, y_arg, labels, g, cuda.pointer(weights), dz, cuda.i64(rows),
                                                        cuda.i64(cols), flag))
         return dz

@@ -100,7 +100,9 @@ class Dense(Layer):
         train = self.trainable
         gx, gk, gb = kernels.dense_backward(xp, gz2, x2, self.kernel.data, need_input, train, train and self.use_bias,
                                             {"gx": ws.array("gx", x2.shape) if need_input else None,
-                                             "gk": ws.array("gk", self.kernel.shape) if train else None})
+                                             "gk": ws.array("gk", self.kernel.shape) if train else None,
+                                             "gb": ws.array("gb", (self.units,)) if train and self.use_bias
+                                             else None})
         return None if gx is None else gx.reshape(shape), [g for g in (gk, gb) if g is not None]
 
     def get_config(self):

@@ -5,6 +5,7 @@ import numbers
 
 from .. import random
 from ..errors import ShapeError
+from ..kernels import philox
 from .layer import NO_WORKSPACE, Layer, np
 
 
@@ -37,9 +38,11 @@ class Dropout(Layer):
 
     Inactive at inference (``training=False``). ``noise_shape`` (Keras' argument) is the shape of
     the mask, broadcast over the input: ``(None, 1, None)`` drops the same features at every
-    step of a ``(batch, steps, features)`` input; None takes the input's size. Masks are drawn on
-    the host from :mod:`gpunet.random` (or, with ``seed``, from the layer's own generator) so runs
-    are repeatable with one seed; a checkpoint keeps the layer generator's state.
+    step of a ``(batch, steps, features)`` input; None takes the input's size. Masks come from a
+    Philox4x32-10 stream (:mod:`gpunet.kernels.philox`): gpunet's (:func:`gpunet.random.dropout_stream`,
+    reseeded by :func:`gpunet.random.seed`) or, with ``seed``, the layer's own. They are drawn where the
+    layer computes, with the same bits on every device (on a GPU by a kernel: no host work, and the
+    stream's counter advances on the device); a checkpoint keeps the layer stream's state.
     """
 
     supports_masking = True
@@ -54,7 +57,7 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.noise_shape = _noise_shape(noise_shape)
         self.seed = None if seed is None else int(seed)
-        self._generator = None if seed is None else np.random.default_rng(self.seed)
+        self._stream = None if seed is None else random.PhiloxStream(self.seed)
 
     def call(self, x, training=False):
         if not training or self.rate == 0:
@@ -74,22 +77,54 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             return x, None
         shape = self.mask_shape(x.shape)
+        stream = self._stream or random.dropout_stream()
+        y_dtype = np.promote_types(x.dtype, np.float32)
+        if stream.legacy is not None:
+            return self._legacy_forward(xp, x, shape, stream.legacy, ws.array("y", x.shape, y_dtype))
+        offset, rows = 0, shape[0]
+        shard = random.current_shard()
+        if shard is not None and shape[0] == x.shape[0] and (self.noise_shape or (None,))[0] != 1:
+            rows, offset = shard[0], shard[1]     # a mask row per sample: this rank's rows of the global draw
+        same = shape == tuple(x.shape)
+        y, mask = philox.dropout_mask(xp, stream.state_for(xp, x), shape, self.rate, offset, rows,
+                                      x=x if same else None, y=ws.array("y", x.shape, y_dtype) if same else None,
+                                      mask=ws.array("mask", shape))
+        if not same:                              # the mask broadcast over the input
+            y = xp.multiply(x, mask, out=ws.array("y", x.shape, y_dtype))
+        return y, mask
+
+    def _legacy_forward(self, xp, x, shape, generator, y):
+        """Masks from a PCG64 generator on the host, as gpunet drew them before Philox (an old checkpoint's
+        state was restored: see :class:`gpunet.random.PhiloxStream`)."""
         if shape[0] == x.shape[0]:        # a mask row per sample (drawn for the global batch when distributed)
-            draw = random.batch_uniform(shape, self._generator)
+            draw = random.batch_uniform(shape, generator)
         else:                             # one mask row broadcast over the batch
-            draw = (self._generator or random.generator()).random(shape, dtype=np.float32)
-        mask = self.device.asarray((draw >= self.rate).astype(np.float32) / np.float32(1 - self.rate))
-        return xp.multiply(x, mask, out=ws.array("y", x.shape, np.promote_types(x.dtype, mask.dtype))), mask
+            draw = generator.random(shape, dtype=np.float32)
+        mask = (draw >= self.rate).astype(np.float32) / np.float32(1 - self.rate)
+        mask = xp.asarray(mask) if self.device is None else self.device.asarray(mask)
+        return xp.multiply(x, mask, out=y), mask
 
     def backward(self, saved, gz, need_input=True):
         return (gz if saved is None else gz * saved), []
 
     def get_state(self):
-        return {} if self._generator is None else {"generator": self._generator.bit_generator.state}
+        if self._stream is None:
+            return {}
+        if self._stream.legacy is not None:
+            return {"generator": self._stream.legacy.bit_generator.state}
+        return {"philox": self._stream.get_state()}
 
     def set_state(self, state):
-        if self._generator is not None and "generator" in state:
-            self._generator.bit_generator.state = state["generator"]
+        """Restore :meth:`get_state`'s dict; an old checkpoint's ``'generator'`` (PCG64) state keeps drawing
+        the masks that version drew."""
+        if self._stream is None:
+            return
+        if "philox" in state:
+            self._stream.set_state(state["philox"])
+        elif "generator" in state:
+            legacy = np.random.default_rng()
+            legacy.bit_generator.state = state["generator"]
+            self._stream.legacy = legacy
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}

@@ -3,10 +3,41 @@ from __future__ import annotations
 
 import math
 
+from .. import backend
 from ..kernels import cuda, scalars
 from .optimizer import FLOAT32, Optimizer, check_fraction, check_positive, decay_weights
 
 SOURCE = cuda.Source(__file__, "adam.cu")
+FLOAT64 = backend.numpy.float64
+
+
+def step_size(lr, beta_1, beta_2, t) -> float:
+    """Adam's ``alpha_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` in double (what gpunet has always
+    computed, rounded once to float32; Keras computes it in float32, which differs in the last bits)."""
+    return lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+
+
+def adam_step_size(xp, t, alpha, lr, beta_1, beta_2) -> None:
+    """Advance the step counter ``t`` (int64 ``(1,)``: the steps taken) and write the new step's
+    :func:`step_size` into ``alpha`` (float32 ``(1,)``). On a GPU one one-thread kernel: the update
+    kernels then read their step size on the device, and no value that changes from step to step
+    comes from the host. The twin does the same arithmetic (double, rounded once) on NumPy arrays."""
+    if cuda.is_gpu(xp):
+        _launch_step_size(t, alpha, lr, beta_1, beta_2)
+        return
+    k = int(t[0]) + 1
+    t[0] = k
+    alpha[0] = step_size(lr, beta_1, beta_2, k)
+
+
+def _launch_step_size(t, alpha, lr, beta_1, beta_2) -> None:
+    SOURCE.launch("adam_step_size", 1, (t, alpha, FLOAT64(lr), FLOAT64(beta_1), FLOAT64(beta_2)))
+
+
+def _device_scalar(w, dtype):
+    """A new ``(1,)`` array of ``dtype`` on ``w``'s device, made by ``w``'s own array type (CuPy's, or a
+    test's stand-in): the sum of ``w``, to be overwritten."""
+    return w.reshape(-1).sum(keepdims=True, dtype=dtype)
 
 
 class Adam(Optimizer):
@@ -20,6 +51,11 @@ class Adam(Optimizer):
         w = w - alpha_t * m / (sqrt(v) + epsilon)
 
     The other arguments (``weight_decay``, clipping, ``name``...) are :class:`Optimizer`'s.
+
+    On a GPU ``alpha_t`` is computed on the device (:func:`adam_step_size`, once per step and GPU,
+    from a device step counter that follows :attr:`iterations`), so the update kernels take no
+    host value that changes from step to step; the host's ``iterations`` stays the count that
+    checkpoints keep (the device counter is set from it whenever they differ).
     """
 
     legacy_slot_names = {"m": "momentum", "v": "velocity"}
@@ -37,16 +73,33 @@ class Adam(Optimizer):
         self.epsilon = check_positive("epsilon", epsilon)
         self.amsgrad = bool(amsgrad)
         self.slot_names = ("momentum", "velocity") + (("velocity_hat",) if self.amsgrad else ())
+        self._device_steps = {}      # GPU index -> [step counter, alpha_t, the count the counter holds]
 
     def step_size(self) -> float:
-        """``alpha_t`` of the current step (a host value; computed once per parameter update)."""
-        t = self.iterations
-        return self.lr_t * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        """``alpha_t`` of the current step (a host value; what the twin uses and the device computes)."""
+        return step_size(self.lr_t, self.beta_1, self.beta_2, self.iterations)
 
     def constants(self, dtype):
         """``(1 - beta_1, 1 - beta_2, epsilon, alpha_t)`` in ``dtype``, each computed in double and rounded
-        once: the scalars of the twin and (float32) of the kernel."""
+        once: the scalars of the twin and (float32; alpha_t on the device) of the kernel."""
         return scalars(dtype, 1 - self.beta_1, 1 - self.beta_2, self.epsilon, self.step_size())
+
+    def step_size_on_device(self, w):
+        """The float32 ``(1,)`` device array holding this step's ``alpha_t`` on ``w``'s GPU: the first
+        update of a step there launches :func:`adam_step_size` (after setting the device counter to the
+        steps taken before this one when it holds another count: a checkpoint was loaded, ``iterations``
+        was set, or the loss guard's skipped steps were taken back)."""
+        key = getattr(getattr(w, "device", None), "id", None)
+        state = self._device_steps.get(key)
+        if state is None:
+            state = self._device_steps[key] = [_device_scalar(w, "int64"), _device_scalar(w, "float32"), None]
+        counter, alpha, held = state
+        if held != self.iterations:
+            if held != self.iterations - 1:
+                counter.fill(self.iterations - 1)
+            _launch_step_size(counter, alpha, self.lr_t, self.beta_1, self.beta_2)
+            state[2] = self.iterations
+        return alpha
 
     def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0):
         if decay:
@@ -69,10 +122,11 @@ class Adam(Optimizer):
         w -= s                                        # w = w - (m / (sqrt(v) + eps))*alpha_t
 
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
-        c1, c2, eps, alpha = self.constants(FLOAT32)
+        c1, c2, eps = scalars(FLOAT32, 1 - self.beta_1, 1 - self.beta_2, self.epsilon)
         SOURCE.launch("adam_update", w.size, (w, g, slots["momentum"], slots["velocity"],
-                                              cuda.pointer(slots.get("velocity_hat")), c1, c2, eps, alpha,
-                                              cuda.f32(decay), cuda.i64(w.size), cuda.pointer(halt)))
+                                              cuda.pointer(slots.get("velocity_hat")), c1, c2, eps,
+                                              self.step_size_on_device(w), cuda.f32(decay), cuda.i64(w.size),
+                                              cuda.pointer(halt)))
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

@@ -86,6 +86,7 @@ class EpochIterator:
         self.steps = count_steps(self.n, batch_size, steps_per_epoch)
         self.continues = steps_per_epoch is not None
         self._order, self._next = None, 0     # the current pass: its permutation, its next batch
+        self._rows = {}       # (which array, rows) -> the batch array a shuffled batch is gathered into
 
     def batches(self):
         if self._next == 0 and self.shuffle:   # a new pass. Every process draws (keeping the generators in
@@ -109,5 +110,17 @@ class EpochIterator:
             rows = [a[lo:hi] for a in arrays]
         else:
             idx = self._order[lo:hi]
-            rows = [a.take(idx, axis=0) for a in arrays]
+            rows = [self._gather(i, a, idx) for i, a in enumerate(arrays)]
         return rows[0], rows[1], rows[2] if len(rows) == 3 else None, (ghi - glo, lo - glo, hi - glo)
+
+    def _gather(self, i, a, idx):
+        """``a``'s rows ``idx`` in the batch array kept for this array and batch size (one per size: the
+        last, smaller batch of a pass has its own), overwritten by the next batch of that size: no new
+        array per step. A batch array is only read within its step."""
+        key = (i, len(idx))
+        out = self._rows.get(key)
+        if out is None:
+            out = self._rows[key] = self.device.xp.empty((len(idx),) + a.shape[1:], dtype=a.dtype)
+        if self.device.is_gpu:
+            return a.take(idx, axis=0, out=out)
+        return a.take(idx, axis=0, out=out, mode="clip")     # the indices are valid: no checking copy

@@ -8,8 +8,9 @@ a weight the loss does not reach; ``outputs`` are logits when :attr:`on_logits`)
 * :class:`TapelessGradients` — each layer's array-level ``forward``, the loss's array form, each
   layer's ``backward`` in reverse: the same array functions in the same order as the tape, so
   the same numbers bit for bit (tested), with a fraction of the Python per step and work
-  arrays reused from step to step. Used when every layer has array math and the loss an
-  array form (``compile(jit_compile=False)`` asks for the tape always).
+  arrays reused from step to step (the loss kernels' too: on a GPU a step allocates nothing).
+  Used when every layer has array math and the loss an array form
+  (``compile(jit_compile=False)`` asks for the tape always).
 
 Either way the trainer decides whether the loss is computed on the logits of the model's last
 activation (:func:`loss_on_logits`): layers know nothing about losses.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from .. import activations
 from ..autograd import GradientTape
+from ..kernels import softmax_xent
 
 DEFAULT_REDUCTION = "sum_over_batch_size"      # Keras' default: the mean over the batch
 from ..layers import Workspace
@@ -87,6 +89,7 @@ class TapelessGradients:
         self.activations = [None if i == last and self.on_logits else layer.output_activation()
                             for i, layer in enumerate(self.layers)]
         self.workspaces = [Workspace(self.xp) for _ in self.layers]
+        self.loss_workspace = Workspace(self.xp)        # the fused loss kernels' results
         # a layer computes the gradient of its input only when some trainable weight lies before it
         trained = [bool(layer.trainable_weights) and model.trainable for layer in self.layers]
         self.need_input = [any(trained[:i]) for i in range(len(self.layers))]
@@ -101,9 +104,10 @@ class TapelessGradients:
             x = z if act is None else act.forward(xp, z, out=z if layer.activation_in_place else
                                                   ws.array("activation", z.shape, z.dtype))
             stages.append((saved, x))
-        loss, loss_backward = self.loss.logits_function(xp, x, y) if w is None else \
-            self.loss.logits_function(xp, x, y, w)
-        g = loss_backward(self.seed, (True, False))[0]
+        with softmax_xent.workspace(self.loss_workspace):     # its loss, probabilities and gradient reused
+            loss, loss_backward = self.loss.logits_function(xp, x, y) if w is None else \
+                self.loss.logits_function(xp, x, y, w)
+            g = loss_backward(self.seed, (True, False))[0]
         grads = []
         for i in range(len(self.layers) - 1, -1, -1):
             saved, out = stages[i]

@@ -21,8 +21,10 @@ class LossGuard:
     one-thread kernel (:func:`gpunet.kernels.guard_loss`) sets the device flag :attr:`halt`,
     which the trainer passes to every optimizer update: once set, the update kernels do
     nothing. The host reads the flag only where it reads the loss anyway — progress refreshes
-    and epoch ends — so no step waits for the device. Either way the weights stay those of the
-    last finite step, and :meth:`stop` names it.
+    and epoch ends — so no step waits for the device. The step's id comes from the device
+    counter :attr:`counter`, which the kernel advances (set once per epoch by :meth:`start_epoch`):
+    a step passes the kernel nothing that changes from step to step. Either way the weights stay
+    those of the last finite step, and :meth:`stop` names it.
     """
 
     def __init__(self, device, steps, initial_epoch, deferred):
@@ -31,15 +33,24 @@ class LossGuard:
         self.flag = xp.zeros(1, dtype="int32")
         self.bad_step = xp.full(1, -1, dtype="int64")
         self.bad_loss = xp.zeros(1, dtype="float32")
+        self.counter = xp.full(1, initial_epoch * steps, dtype="int64")   # deferred: the next step's id
         self.halt = self.flag if deferred else None    # what the optimizer updates are given
         self.issued = 0
 
+    def start_epoch(self, epoch) -> None:
+        """Point the device step counter at ``epoch``'s first step (between steps: a fill, no transfer)."""
+        if self.deferred:
+            self.counter.fill(epoch * self.steps)
+
     def check(self, loss, step_id) -> bool:
-        """Record a step's loss; True when the step must not be applied (CPU only; a GPU says later)."""
+        """Record a step's loss; True when the step must not be applied (CPU only; a GPU says later).
+        ``step_id`` is the host's count, what the CPU records; deferred, the device counter (the same
+        number, advanced on the device) is recorded instead."""
         self.issued += 1
         if not self.deferred and math.isfinite(float(loss)):     # CPU: reading the 0-d loss is free
             return False
-        kernels.guard_loss(self.xp, loss, self.flag, self.bad_step, self.bad_loss, step_id)
+        kernels.guard_loss(self.xp, loss, self.flag, self.bad_step, self.bad_loss,
+                           self.counter if self.deferred else step_id)
         return not self.deferred
 
     def tripped(self) -> bool:

@@ -22,6 +22,7 @@ import time
 from .. import losses as _losses, metrics as _metrics, optimizers as _optimizers
 from ..callbacks import CallbackList, History, format_evaluation
 from ..errors import NotCompiledError
+from ..layers import Workspace
 from ..tensor import Tensor
 from . import input_checks as checks
 from .epoch_iterator import EpochIterator, SingleProcess, count_steps, to_device
@@ -41,6 +42,9 @@ class _Run:
         self.data, self.callbacks, self.validation = data, callbacks, validation
         self.interrupt, self.batch_size = interrupt, batch_size
         self.sums = RunningSums(model.compiled_metrics)
+        # the metrics' work arrays, reused from step to step on a GPU (the CPU's allocating path is cheaper)
+        self.metric_workspaces = [Workspace(model.device.xp) for _ in model.compiled_metrics] \
+            if model.device.is_gpu else None
 
 
 def _on_the_model_device(method):
@@ -184,7 +188,8 @@ class Trainer:
 
     def _run_epoch(self, run, epoch) -> bool:
         """One epoch of :meth:`fit`; False when training must stop."""
-        run.sums = RunningSums(self.compiled_metrics)
+        run.sums.reset()
+        run.guard.start_epoch(epoch)
         steps = run.data.steps
         every = run.strategy.check_every(steps, run.guard.deferred)
         for step, x, y, w, (n_global, lo, hi), last in run.data.batches():
@@ -218,7 +223,7 @@ class Trainer:
         if len(x):
             loss, grads, outputs = run.gradients(x, y, w)
             sums = self.compiled_metrics.batch_sums(self.device, y, outputs, run.gradients.on_logits,
-                                                    run.output_activation, w)
+                                                    run.output_activation, w, run.metric_workspaces)
         else:   # fit(distributed=True): no rows of this batch here; still draw what the layers draw (dropout)
             self.call(Tensor.wrap(x, self.device), training=True)
             loss, grads, sums = None, None, ()
@@ -268,7 +273,7 @@ class Trainer:
             self._batch_run = (key, _Run(self, make_gradients(self, self.loss, self.jit_compile), SingleProcess(),
                                          guard))
         run = self._batch_run[1]
-        run.sums = RunningSums(self.compiled_metrics)
+        run.sums.reset()
         if self.train_step(run, x, y, w, len(x), 0):
             logs = run.sums.logs()
         else:

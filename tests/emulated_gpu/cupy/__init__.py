@@ -116,11 +116,19 @@ for _name in ("empty_like", "zeros_like", "ones_like", "full_like"):
     globals()[_name] = _like(_name)
 
 
+def _record_launch(launch):
+    """A kernel launch runs now and, on a capturing stream, is kept for the graph's replays."""
+    _state.record(launch.run, (), {}, None)
+    return False
+
+
 def __getattr__(name):
     """Any other NumPy function runs on the emulated device (``cupy.maximum``, ``cupy.exp``, ...);
     dtypes and constants are NumPy's, as in CuPy."""
     if name in ("RawModule", "RawKernel"):
         from . import _raw
+        if _record_launch not in _raw.LAUNCH_HOOKS:
+            _raw.LAUNCH_HOOKS.append(_record_launch)
         return getattr(_raw, name)
     attr = getattr(_np, name)
     if isinstance(attr, type) or not callable(attr):

@@ -68,8 +68,17 @@ def _wrap(result, device_id, outs):
     return result
 
 
+# what CuPy computes with cuBLAS, which it refuses under stream capture (cupy_backends/cuda/libs/cublas.pyx:
+# setStream raises NotImplementedError while capturing; cupy/cupy#6290)
+CUBLAS = {np.matmul, np.dot, np.vdot, np.inner, np.tensordot, np.einsum, np.ndarray.dot, np.ndarray.__matmul__,
+          np.ndarray.__rmatmul__}
+
+
 def run(fn, args, kwargs):
     """``fn`` (a NumPy function or method) on the host buffers of emulated arrays; results wrapped."""
+    if fn in CUBLAS and _state.capturing() is not None:
+        raise NotImplementedError("cuBLAS cannot run during stream capture (CuPy's cublas.setStream refuses it: "
+                                  "cupy/cupy#6290)")
     dev = _state.current_device()
     outs = []
     out = kwargs.get("out")
@@ -233,6 +242,7 @@ ndarray.__hash__ = None
 
 
 def _allocated(arr):
+    _state.live[id(arr)] = arr
     STATS["allocations"] += 1
     _state.allocate(arr._device_id, arr._a.nbytes)
     weakref.finalize(arr, _state.free, arr._device_id, arr._a.nbytes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 
 COUNT = int(os.environ.get("GPUNET_EMULATED_GPUS", "2"))
 ALIGN = 512                      # CuPy's pool rounds allocations up to 512 bytes
@@ -16,6 +17,7 @@ class _Local(threading.local):
 
 
 _local = _Local()
+live = weakref.WeakValueDictionary()   # id -> array owning a buffer (not views): what a capture must leave untouched
 used = [0] * COUNT               # bytes in live arrays, per device
 allocations = [0] * COUNT        # new buffers ever made, per device
 held = [0] * COUNT               # bytes the pool holds (live + cached until free_all_blocks)

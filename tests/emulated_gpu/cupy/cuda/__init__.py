@@ -90,10 +90,16 @@ class Stream:
             raise runtime.CUDARuntimeError("cudaErrorStreamCaptureUnsupported: the legacy default stream cannot be "
                                            "captured")
         self.recorded = []
+        # CUDA runs nothing while it captures: the emulator runs each operation (to give it its results'
+        # shapes) and records it, then puts back every buffer that existed before the capture
+        self._before = [(arr, arr.__cuda_host__.copy()) for arr in list(_state.live.values())]
         _state.set_capturing(self)
 
     def end_capture(self) -> Graph:
         _state.set_capturing(None)
+        for arr, saved in self._before:
+            np.copyto(arr.__cuda_host__, saved)
+        self._before = []
         return Graph(self.recorded)
 
     def is_capturing(self) -> bool:
