@@ -133,7 +133,7 @@ def test_a_gpu_draw_is_device_work_only(gpu_dev):
     x = cupy.ones((8, 16), F)
     layer.forward(cupy, x, True)                   # the first draw on this GPU puts the stream's state there
     cupy.reset_stats()
-    (y1, m1), (y2, m2) = layer.forward(cupy, x, True), layer.forward(cupy, x * 2, True)
+    (y1, (_, m1, _)), (y2, (_, m2, _)) = layer.forward(cupy, x, True), layer.forward(cupy, x * 2, True)
     assert cupy.STATS["host_syncs"] == 0 and cupy.STATS["transfers"] == 0
     assert not np.array_equal(m1.get(), m2.get()) and np.array_equal(y2.get(), 2 * m2.get())
 

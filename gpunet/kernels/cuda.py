@@ -28,6 +28,58 @@ def is_gpu(xp) -> bool:
     return xp is not np
 
 
+def capturing(xp) -> bool:
+    """True while the current CUDA stream is being captured into a graph (never for NumPy)."""
+    return xp is not np and xp.cuda.get_current_stream().is_capturing()
+
+
+class GraphCapture:
+    """``with GraphCapture() as capture:`` records the CUDA work launched inside into ``capture.graph``
+    instead of running it (on a stream of its own; ``capture.graph.launch()`` then runs it on the current
+    stream, as often as wanted). Nothing inside may wait for the device or copy host data; cuBLAS
+    refuses to run (CuPy: cupy/cupy#6290), hence :func:`capturing`. Every buffer allocated while
+    capturing is kept for the graph's lifetime (:attr:`kept`), since its replays write there. An
+    exception inside ends the capture, leaves :attr:`graph` None and propagates."""
+
+    def __init__(self):
+        self.graph, self.kept = None, []
+
+    def __enter__(self):
+        cp = backend.cupy_module()
+        self._allocator = cp.cuda.get_allocator()
+        self._stream = cp.cuda.Stream(non_blocking=True)
+
+        def keep(nbytes):
+            memory = self._allocator(nbytes)
+            self.kept.append(memory)
+            return memory
+        cp.cuda.set_allocator(keep)
+        self._stream.__enter__()
+        try:
+            self._stream.begin_capture()
+        except BaseException:
+            self._restore(cp)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        cp = backend.cupy_module()
+        try:
+            graph = self._stream.end_capture()      # also after an error: the stream must leave capture mode
+        except Exception:
+            if exc_type is None:
+                raise
+            graph = None
+        finally:
+            self._restore(cp)
+        self.graph = graph if exc_type is None else None
+        return False
+
+    def _restore(self, cp):
+        self._stream.__exit__(None, None, None)
+        cp.cuda.set_allocator(self._allocator)
+
+
 def f32(value):
     return np.float32(value)
 

@@ -1,16 +1,25 @@
 """The dense layer's array math: bias + activation, the ReLU backward, and the matrix products.
 
 ``bias_act``, ``act_backward`` and ``bias_grad`` are kernels (``dense.cu``) with NumPy twins;
-``dense_forward``/``dense_backward`` add the products (BLAS on the CPU, cuBLAS through CuPy).
+``dense_forward``/``dense_backward`` add the products (BLAS on the CPU, cuBLAS through CuPy; while a
+CUDA graph is being captured, which cuBLAS refuses, the capture-safe kernel of :mod:`.gemm`).
 All arrays are float32; ``x2`` is the layer input as a matrix ``(n, in)``. Every function can write
 into arrays it is given (``out``, ``buffers``), so a training step need allocate nothing.
 """
 from __future__ import annotations
 
-from . import cuda
+from . import cuda, gemm
 
 ACTIVATION_CODES = {None: 0, "linear": 0, "relu": 1}      # the kernels' ``act`` argument
 SOURCE = cuda.Source(__file__, "dense.cu")
+
+
+def matmul(xp, a, b, out=None):
+    """``a @ b`` of 2-D arrays into ``out`` (when given): ``xp.matmul``, or :func:`.gemm.matmul` while
+    the current CUDA stream is being captured into a graph."""
+    if cuda.capturing(xp):
+        return gemm.matmul(xp, a, b, out=out)
+    return xp.matmul(a, b, out=out)
 
 
 def _flat(*arrays) -> bool:
@@ -58,7 +67,7 @@ def act_backward(xp, g, y, activation, out=None):
 
 def dense_forward(xp, x2, kernel, bias, activation=None, out=None):
     """``act(x2 @ kernel + bias)``: ``x2 (n, in)`` -> ``(n, units)``, into ``out`` when given."""
-    return bias_act(xp, xp.matmul(x2, kernel, out=out), bias, activation)
+    return bias_act(xp, matmul(xp, x2, kernel, out=out), bias, activation)
 
 
 def bias_grad(xp, gz, out=None):
@@ -77,6 +86,6 @@ def dense_backward(xp, gz, x2, kernel, need_x, need_kernel, need_bias, buffers=N
     grad bias)``, each None when not needed. ``buffers``: optional ``{'gx', 'gk', 'gb'}`` arrays to
     write into instead of allocating."""
     b = buffers or {}
-    return (xp.matmul(gz, kernel.T, out=b.get("gx")) if need_x else None,
-            xp.matmul(x2.T, gz, out=b.get("gk")) if need_kernel else None,
+    return (matmul(xp, gz, kernel.T, out=b.get("gx")) if need_x else None,
+            matmul(xp, x2.T, gz, out=b.get("gk")) if need_kernel else None,
             bias_grad(xp, gz, out=b.get("gb")) if need_bias else None)

@@ -264,6 +264,13 @@ class Layer:
         act = self.activation
         return None if act is None or act is activations.linear or not self.has_array_math else act
 
+    def capture_obstacle(self) -> str | None:
+        """Why a training step through this layer cannot be replayed from a CUDA graph (``fit`` with
+        ``jit_compile=True`` on a GPU), or None. A layer whose :meth:`forward`/:meth:`backward` read the
+        device on the host, copy host data or give the kernels values that change from step to step
+        says so here (an attempt to capture it would fail, and ``fit`` then trains uncaptured)."""
+        return None
+
     def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         """``(z, saved)``: the output before the activation, and what :meth:`backward` needs; ``ws``
         (a :class:`Workspace`) lends arrays to write results into."""

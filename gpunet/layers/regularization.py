@@ -80,7 +80,7 @@ class Dropout(Layer):
         stream = self._stream or random.dropout_stream()
         y_dtype = np.promote_types(x.dtype, np.float32)
         if stream.legacy is not None:
-            return self._legacy_forward(xp, x, shape, stream.legacy, ws.array("y", x.shape, y_dtype))
+            return self._legacy_forward(xp, x, shape, stream.legacy, ws, y_dtype)
         offset, rows = 0, shape[0]
         shard = random.current_shard()
         if shard is not None and shape[0] == x.shape[0] and (self.noise_shape or (None,))[0] != 1:
@@ -91,9 +91,15 @@ class Dropout(Layer):
                                       mask=ws.array("mask", shape))
         if not same:                              # the mask broadcast over the input
             y = xp.multiply(x, mask, out=ws.array("y", x.shape, y_dtype))
-        return y, mask
+        return y, (xp, mask, ws)
 
-    def _legacy_forward(self, xp, x, shape, generator, y):
+    def capture_obstacle(self):
+        stream = self._stream or random.dropout_stream()
+        if self.rate and stream.legacy is not None:
+            return "its masks come from the host PCG64 generator of an older checkpoint (gpunet.random.seed ends that)"
+        return None
+
+    def _legacy_forward(self, xp, x, shape, generator, ws, y_dtype):
         """Masks from a PCG64 generator on the host, as gpunet drew them before Philox (an old checkpoint's
         state was restored: see :class:`gpunet.random.PhiloxStream`)."""
         if shape[0] == x.shape[0]:        # a mask row per sample (drawn for the global batch when distributed)
@@ -102,10 +108,13 @@ class Dropout(Layer):
             draw = generator.random(shape, dtype=np.float32)
         mask = (draw >= self.rate).astype(np.float32) / np.float32(1 - self.rate)
         mask = xp.asarray(mask) if self.device is None else self.device.asarray(mask)
-        return xp.multiply(x, mask, out=y), mask
+        return xp.multiply(x, mask, out=ws.array("y", x.shape, y_dtype)), (xp, mask, ws)
 
     def backward(self, saved, gz, need_input=True):
-        return (gz if saved is None else gz * saved), []
+        if saved is None:
+            return gz, []
+        xp, mask, ws = saved
+        return xp.multiply(gz, mask, out=ws.array("gx", gz.shape, np.promote_types(gz.dtype, mask.dtype))), []
 
     def get_state(self):
         if self._stream is None:

@@ -101,6 +101,21 @@ class Adam(Optimizer):
             state[2] = self.iterations
         return alpha
 
+    def count_replayed_step(self):
+        """The replayed step advanced the device counters the captured step advanced: they follow."""
+        super().count_replayed_step()
+        for state in self._device_steps.values():
+            if state[2] == self.iterations - 1:
+                state[2] = self.iterations
+
+    def host_step_state(self):
+        return self.iterations, {key: state[2] for key, state in self._device_steps.items()}
+
+    def restore_host_step_state(self, state):
+        self.iterations, held = state
+        for key, value in self._device_steps.items():
+            value[2] = held.get(key)
+
     def update_core_cpu(self, xp, g, w, slots, scratch, decay=0.0):
         if decay:
             decay_weights(xp, w, decay, scratch)     # w = w - w*decay

@@ -254,6 +254,29 @@ class Optimizer:
     def update_core_gpu(self, g, w, slots, halt, decay=0.0) -> None:
         raise NotImplementedError
 
+    # -- CUDA graphs of the training step (gpunet.trainers.step_graphs) ---------------------------
+    def capture_obstacle(self) -> str | None:
+        """Why a step of this optimizer cannot be replayed from a CUDA graph (what changes from step to
+        step on the host), or None when it can."""
+        if self._lr_fn is not None:
+            return "a learning-rate schedule"
+        if self.clipnorm or self.global_clipnorm or self.clipvalue:
+            return "gradient clipping"
+        if type(self).update_step is not Optimizer.update_step or type(self).apply is not Optimizer.apply:
+            return f"its own update step ({type(self).__name__})"
+        return None
+
+    def count_replayed_step(self) -> None:
+        """A replayed graph applied one step on the device: count it on the host."""
+        self.iterations += 1
+
+    def host_step_state(self):
+        """The host's record of the steps taken (restored when a capture is abandoned)."""
+        return self.iterations
+
+    def restore_host_step_state(self, state) -> None:
+        self.iterations = state
+
     # -- clipping and weight decay --------------------------------------------------------
     def clip_gradients(self, grads) -> list:
         """``grads`` (arrays, None kept) clipped as configured (Keras' ``_clip_gradients``); new arrays."""

@@ -29,6 +29,7 @@ from .epoch_iterator import EpochIterator, SingleProcess, count_steps, to_device
 from .gradients import TapelessGradients, compute_loss, loss_on_logits, make_gradients
 from .guards import DeferredInterrupt, LossGuard
 from .running_sums import CompiledMetrics, RunningSums
+from .step_graphs import step_graphs_for
 
 
 class _Run:
@@ -85,6 +86,9 @@ class Trainer:
         ``jit_compile``: ``'auto'``/``True`` let ``fit`` train without the GradientTape when every
         layer has array-level forward/backward and the loss an array form (bit-identical results,
         less Python per step; see :mod:`gpunet.trainers.gradients`); ``False`` always uses the tape.
+        ``True`` on a GPU also captures the step into CUDA graphs, one launch per step after three
+        steps per batch shape (:mod:`gpunet.trainers.step_graphs`; captured products come from a
+        simpler kernel than cuBLAS, so the last bits differ from ``'auto'``).
         """
         if jit_compile not in ("auto", True, False):
             raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r}")
@@ -176,7 +180,9 @@ class Trainer:
         run = _Run(self, make_gradients(self, self.loss, self.jit_compile), strategy, guard, data, cbs, validation,
                    interrupt, batch_size)
         self.history, self.stop_training, self.stop_reason = cbs.history, False, None
-        self._last_fit = {"tapeless": isinstance(run.gradients, TapelessGradients), "guard": guard}
+        run.graphs = step_graphs_for(self, run)      # CUDA graphs of the step (jit_compile=True on a GPU)
+        self._last_fit = {"tapeless": isinstance(run.gradients, TapelessGradients), "guard": guard,
+                          "graphs": run.graphs}
         with interrupt:
             cbs.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
@@ -195,7 +201,9 @@ class Trainer:
         for step, x, y, w, (n_global, lo, hi), last in run.data.batches():
             run.callbacks.on_train_batch_begin(step)
             with run.strategy.batch_context(n_global, lo, hi):      # dropout masks: this process's rows
-                if not self.train_step(run, x, y, w, n_global, epoch * steps + step):
+                ok = run.graphs.step(x, y, n_global, epoch * steps + step) if run.graphs else \
+                    self.train_step(run, x, y, w, n_global, epoch * steps + step)
+                if not ok:
                     return self._stop_at_non_finite_loss(run)
             check = (step + 1) % every == 0 or last
             # the deferred (GPU) loss check: where the host reads the logs anyway, or, across processes,

@@ -23,6 +23,7 @@ def example_model(units=3, features=4):
                                            input_shape=(features,))])
 
 
+@pytest.mark.filterwarnings("ignore:gpunet. fit.jit_compile=True. trains without CUDA graphs")  # MSE: the tape
 @pytest.mark.parametrize("jit", MODES)
 @pytest.mark.parametrize("use_steps_per_epoch", [False, True])
 def test_fit_flow(dev, jit, use_steps_per_epoch):

@@ -45,9 +45,11 @@ def _to_device(obj, dtype=None, copy=True, order="K"):
             if copy or host is obj._a and dtype is not None:
                 host = _np.array(host, copy=True, order=order)
             return ndarray._from_host(host, dev) if host is not obj._a else obj
+        _state.transfer("a peer copy")
         STATS["transfers"] += 1                       # device to device (peer copy)
         return ndarray._from_host(_np.array(obj._a, dtype=dtype, copy=True, order=order), dev)
     if hasattr(obj, "__array__") or isinstance(obj, (list, tuple, int, float, bool, complex, _np.generic)):
+        _state.transfer("cupy.asarray of host data")
         STATS["transfers"] += 1
         host = _np.array(obj, dtype=dtype, copy=True, order=order)
         return ndarray._from_host(host, dev)

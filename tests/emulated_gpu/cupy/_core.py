@@ -96,6 +96,7 @@ def _index(key):
     if isinstance(key, tuple):
         return tuple(_index(k) for k in key)
     if isinstance(key, (list, np.ndarray)) and not (isinstance(key, np.ndarray) and key.ndim == 0):
+        _state.transfer("a host index")
         STATS["transfers"] += 1
         return ndarray._from_host(np.asarray(key), _state.current_device())
     return key
@@ -120,7 +121,7 @@ class ndarray:
     """An array on an emulated GPU (``device.id``), backed by a NumPy array on the host."""
 
     __array_priority__ = 100     # below gpunet's Tensor, above NumPy
-    __slots__ = ("_a", "_device_id", "__weakref__")
+    __slots__ = ("_a", "_device_id", "_memory", "__weakref__")
 
     def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
         self._a = np.empty(shape, dtype=dtype, order=order)
@@ -213,6 +214,7 @@ class ndarray:
 
     def __setitem__(self, key, value):
         if isinstance(value, np.ndarray) and value.ndim:      # CuPy copies a NumPy value to the device
+            _state.transfer("setting items from a host array")
             STATS["transfers"] += 1
             value = ndarray._from_host(np.array(value), _state.current_device())
         run(np.ndarray.__setitem__, (self, _index(key), value), {})
@@ -242,6 +244,8 @@ ndarray.__hash__ = None
 
 
 def _allocated(arr):
+    if _state.allocator is not None:     # cupy.cuda.set_allocator's function: it owns the buffer's memory
+        arr._memory = _state.allocator(arr._a.nbytes)
     _state.live[id(arr)] = arr
     STATS["allocations"] += 1
     _state.allocate(arr._device_id, arr._a.nbytes)

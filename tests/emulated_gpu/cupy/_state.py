@@ -21,6 +21,7 @@ live = weakref.WeakValueDictionary()   # id -> array owning a buffer (not views)
 used = [0] * COUNT               # bytes in live arrays, per device
 allocations = [0] * COUNT        # new buffers ever made, per device
 held = [0] * COUNT               # bytes the pool holds (live + cached until free_all_blocks)
+allocator = None                 # cupy.cuda.set_allocator's function (None: the pools'), called per new buffer
 
 
 def current_device() -> int:
@@ -59,6 +60,16 @@ def sync(what: str) -> None:
         from .cuda.runtime import CUDARuntimeError
         raise CUDARuntimeError(f"cudaErrorStreamCaptureUnsupported: {what} synchronises with the host during "
                                "stream capture")
+
+
+def transfer(what: str) -> None:
+    """A copy between host and device (or between GPUs) outside a kernel: refused while a stream is being
+    captured. CUDA either refuses it (a synchronous copy) or runs it once, at capture, and never in the
+    graph's replays; either way a captured step must not depend on one."""
+    if _local.capturing is not None:
+        from .cuda.runtime import CUDARuntimeError
+        raise CUDARuntimeError(f"cudaErrorStreamCaptureUnsupported: {what} copies between host and device "
+                               "during stream capture (a graph would not replay it)")
 
 
 def record(fn, args, kwargs, result) -> None:

@@ -6,7 +6,8 @@ import numpy as np
 from .. import _state
 from . import runtime
 
-__all__ = ["Device", "Stream", "Graph", "get_current_stream", "runtime", "nccl", "MemoryPool",
+__all__ = ["Device", "Stream", "Graph", "get_current_stream", "runtime", "nccl", "MemoryPool", "MemoryPointer",
+           "get_allocator", "set_allocator",
            "PinnedMemoryPool"]
 
 
@@ -127,6 +128,32 @@ class MemoryPool:
 
     def free_all_blocks(self) -> None:
         _state.held[self.device] = _state.used[self.device]
+
+
+    def malloc(self, nbytes: int) -> "MemoryPointer":
+        """What an allocator returns for a new buffer (the emulated array holds its own NumPy memory)."""
+        return MemoryPointer(self.device, nbytes)
+
+
+class MemoryPointer:
+    """Stands for the pool memory of one buffer: the allocator's result, kept by the array that owns it."""
+
+    def __init__(self, device: int, nbytes: int):
+        self.device_id, self.size = device, nbytes
+
+
+def get_allocator():
+    """The function new buffers are allocated with: the one given to :func:`set_allocator`, else the
+    current device's pool's ``malloc``."""
+    if _state.allocator is not None:
+        return _state.allocator
+    from .. import get_default_memory_pool
+    return get_default_memory_pool().malloc
+
+
+def set_allocator(allocator=None) -> None:
+    """Allocate every new buffer with ``allocator(nbytes)`` (None: the pools again), as CuPy does."""
+    _state.allocator = allocator
 
 
 class PinnedMemoryPool:
