@@ -5,8 +5,9 @@
 #
 # It records the device and versions, runs the whole test suite (CuPy cases included), the
 # gpunet / CuPy-loop / PyTorch comparison and the pytest-benchmark suites on the GPU, and checks
-# whether this CuPy lets cuBLAS run under CUDA stream capture (needed to put the training step in
-# a CUDA graph). Commit OUTDIR afterwards. Each part writes its own file, so a timeout in one keeps
+# whether this CuPy lets cuBLAS run under CUDA stream capture (gpunet's captured step uses its own
+# GEMM kernel because cuBLAS refuses; bench/test_bench.py times an epoch with jit_compile=True,
+# the CUDA graphs, against 'auto'). Commit OUTDIR afterwards. Each part writes its own file, so a timeout in one keeps
 # the others.
 set -u
 out=${1:-bench/results/gpu-$(date +%Y-%m-%d)}

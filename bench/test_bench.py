@@ -84,9 +84,14 @@ def test_training_step(timed, dev, path):
     timed(lambda: net.train_on_batch(x, y), rounds=100)
 
 
-def test_epoch_of_the_chapter_network(timed, dev):
-    """One epoch, 60,000 x 784 uint8 MNIST-shaped images, batch 128, RMSprop."""
+@pytest.mark.parametrize("jit_compile", ["auto", True])
+def test_epoch_of_the_chapter_network(timed, dev, jit_compile):
+    """One epoch, 60,000 x 784 uint8 MNIST-shaped images, batch 128, RMSprop; ``jit_compile=True``: the
+    step replayed from a CUDA graph (GPU only; the products from gpunet's GEMM kernel, not cuBLAS)."""
+    if jit_compile is True and not dev.is_gpu:
+        pytest.skip("CUDA graphs: GPU only (on the CPU jit_compile=True trains as 'auto')")
     net = chapter_model(dev)
+    net.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
     x = rng.integers(0, 256, (60000, D), dtype=np.uint8)
     y = to_categorical(rng.integers(0, C, 60000), C)
     timed(lambda: net.fit(x, y, epochs=1, batch_size=128, verbose=0), rounds=3)

@@ -27,7 +27,8 @@ the strategy the trainer's one epoch loop and one training step use in place of 
   rank is checked to have the same data length and the same model;
 * each epoch rank 0 draws the batch order and broadcasts it; the global batch ``[lo, hi)`` is
   cut into ``size`` contiguous shards and rank ``r`` computes shard ``r`` (dropout masks: rank
-  ``r``'s rows of the masks one process would draw, see :func:`gpunet.random.batch_uniform`);
+  ``r``'s rows of the masks one process would draw: its elements of the Philox stream, see
+  :mod:`gpunet.kernels.philox`);
 * each rank's gradients are scaled by ``n_r / n`` (its share of the batch) and packed, with the
   step's loss, metric sums and control flags, into **one** float buffer; one all-reduce (sum)
   gives every rank the global batch's mean gradient, loss and metrics;
