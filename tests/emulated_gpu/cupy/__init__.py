@@ -10,7 +10,9 @@ processes inherit it through ``PYTHONPATH``). What it emulates, as CuPy does it:
 * ``.get()``, ``asnumpy``, ``float()``, ``.item()`` count as host synchronisations, host arrays moved
   in as transfers, new buffers as allocations (``STATS``), with a memory pool per device;
 * ``RawModule``/``RawKernel`` compile gpunet's CUDA sources for the host and run the grid serially
-  (``_raw.py``); streams, stream capture into graphs that replay; ``cuda.nccl`` across processes (MPI).
+  (``_raw.py``); streams, stream capture into graphs that replay (while capturing, host syncs, host
+  copies and cuBLAS calls raise, as CUDA and CuPy refuse them); ``cuda.set_allocator`` (its function
+  is called for every new buffer); ``cuda.nccl`` across processes (MPI).
 """
 from __future__ import annotations
 
