@@ -27,5 +27,19 @@ class DistributedUnavailableError(RuntimeError):
     """Distributed training was asked for but mpi4py or an MPI library is missing."""
 
 
-class CheckpointError(ValueError):
-    """A file that is not a readable gpunet checkpoint, or a model that cannot be saved as one."""
+class FileFormatError(ValueError):
+    """A file gpunet read is not what it must be (corrupt, crafted, or over a size budget): the message
+    names the file and the problem, and nothing was changed. ``path`` is the file (or None)."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+class CheckpointError(FileFormatError):
+    """A file that is not a readable gpunet checkpoint or weights file, or a model that cannot be saved
+    as one."""
+
+
+class DatasetFormatError(FileFormatError):
+    """A dataset file (``.npz``, IDX) that is corrupt, crafted or not the dataset it should be."""
