@@ -9,12 +9,19 @@
 # GEMM kernel because cuBLAS refuses; bench/test_bench.py times an epoch with jit_compile=True,
 # the CUDA graphs, against 'auto'). Commit OUTDIR afterwards. Each part writes its own file, so a timeout in one keeps
 # the others.
+#
+# Each part runs under its own time limit (seconds; override by environment) so that one lease of a
+# lent machine (15 minutes, start included) holds the whole script:
+#     GPU_SESSION_TESTS_S=240 GPU_SESSION_COMPARE_S=120 GPU_SESSION_BENCH_S=120
 set -u
 out=${1:-bench/results/gpu-$(date +%Y-%m-%d)}
 mkdir -p "$out"
-export PYTHONPATH=.
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+tests_s=${GPU_SESSION_TESTS_S:-240}; compare_s=${GPU_SESSION_COMPARE_S:-120}; bench_s=${GPU_SESSION_BENCH_S:-120}
+# pytest-timeout, where installed, stops one hung test instead of the whole part.
+per_test=$(python -c "import pytest_timeout" 2>/dev/null && echo "--timeout=60")
 
-python - > "$out/environment.txt" 2>&1 <<'EOF'
+timeout 60 python - > "$out/environment.txt" 2>&1 <<'EOF'
 import platform, numpy, gpunet
 print("python", platform.python_version(), "numpy", numpy.__version__, "gpunet", gpunet.__version__)
 try:
@@ -34,16 +41,7 @@ except ImportError:
 EOF
 cat "$out/environment.txt"
 
-python -m pytest -q -rs > "$out/pytest.txt" 2>&1
-tail -3 "$out/pytest.txt"
-
-python bench/compare.py --device gpu --epochs 5 --json "$out/compare-fashion-mnist.json" > "$out/compare.txt" 2>&1
-tail -6 "$out/compare.txt"
-
-python -m pytest -q bench --benchmark-json "$out/microbench.json" > "$out/microbench.txt" 2>&1
-tail -3 "$out/microbench.txt"
-
-python - > "$out/cuda-graph-capture.txt" 2>&1 <<'EOF'
+timeout 60 python - > "$out/cuda-graph-capture.txt" 2>&1 <<'EOF'
 # Can CuPy capture a cuBLAS matmul into a CUDA graph? (cupy/cupy#6290 says it refuses.)
 import cupy as cp
 a = cp.ones((128, 784), cp.float32); b = cp.ones((784, 512), cp.float32); c = cp.empty((128, 512), cp.float32)
@@ -59,4 +57,17 @@ except Exception as exc:  # noqa: BLE001
     print("cuBLAS under capture: refused:", type(exc).__name__, exc)
 EOF
 cat "$out/cuda-graph-capture.txt"
+
+# The README's main job, unchanged but for the device (embedded digits: no data to fetch).
+timeout 120 python examples/mnist.py --device gpu --epochs 2 --verbose 2 > "$out/example.txt" 2>&1
+echo "example exit $?"; tail -3 "$out/example.txt"
+
+timeout "$tests_s" python -m pytest -q -rs --tb=short -p no:cacheprovider $per_test > "$out/pytest.txt" 2>&1
+echo "tests exit $?"; tail -3 "$out/pytest.txt"
+
+timeout "$compare_s" python bench/compare.py --device gpu --epochs 5 --json "$out/compare-fashion-mnist.json" > "$out/compare.txt" 2>&1
+echo "compare exit $?"; tail -6 "$out/compare.txt"
+
+timeout "$bench_s" python -m pytest -q -p no:cacheprovider bench --benchmark-json "$out/microbench.json" > "$out/microbench.txt" 2>&1
+echo "bench exit $?"; tail -3 "$out/microbench.txt"
 echo "results in $out"
