@@ -93,5 +93,8 @@ def test_device_pool_after_fit_and_release(benchmark):
     benchmark.extra_info.update(pool_used_mib=used / 2**20, pool_held_mib=held / 2**20,
                                 pool_after_free_mib=after / 2**20)
     benchmark.pedantic(lambda: None, rounds=1)
-    assert used >= 45 * 2**20          # at least the resident uint8 dataset
+    # fit moved the 45 MiB uint8 dataset to the GPU once and dropped it on return: in use are the
+    # weights and optimizer slots (~3 MiB); the pool still holds the freed blocks until free_memory().
+    assert used < 45 * 2**20, "fit kept its device copy of the dataset after returning"
+    assert held >= 45 * 2**20          # the resident uint8 dataset passed through the pool
     assert after <= used               # free_memory() hands cached blocks back

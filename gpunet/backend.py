@@ -39,7 +39,7 @@ from .errors import DeviceUnavailableError
 
 __all__ = [
     "Device", "device", "get_default_device", "set_default_device", "use_device",
-    "gpu_available", "free_memory", "memory_info", "numpy", "from_dlpack",
+    "gpu_available", "gpu_bus_id", "free_memory", "memory_info", "numpy", "from_dlpack",
 ]
 
 _cupy = None          # the cupy module once imported
@@ -322,6 +322,12 @@ def from_dlpack(obj):
             return _cupy.from_dlpack(obj), dev
     raise DeviceUnavailableError(f"from_dlpack: the data lives on DLPack device type {kind}, which gpunet cannot use "
                                  "(it takes CPU and CUDA memory); copy it to the CPU first")
+
+
+def gpu_bus_id(device) -> str:
+    """The PCI bus id of GPU ``device`` (``'0000:3B:00.0'``): equal for two processes on one GPU."""
+    dev = _device_named(device)
+    return str(getattr(_import_cupy().cuda.Device(dev.index), "pci_bus_id", f"gpu:{dev.index}"))
 
 
 def cupy_module():

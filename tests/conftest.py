@@ -8,6 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+# The emulated CuPy's modules are no test files; --doctest-modules would import them by their CuPy
+# names, which clash with a real CuPy's.
+collect_ignore = ["emulated_gpu/cupy"]
+
 EMULATOR = str(pathlib.Path(__file__).resolve().parent / "emulated_gpu")
 
 

@@ -7,6 +7,7 @@ imports this module too, to train the same configurations in one process as the 
 import json
 import os
 import signal
+import warnings
 import sys
 
 import numpy as np
@@ -30,6 +31,8 @@ CONFIGS = {
     # one GPU per rank (gpu:0 and gpu:1: real ones, or the emulated CuPy's), all-reduce through NCCL
     "gpu-per-rank-nccl": dict(optimizer=("rmsprop", {}), jit="auto", n=129, batch=32, epochs=2, dropout=0.2,
                               device="gpu"),
+    # both ranks on gpu:0 (one GPU, two processes): NCCL refuses that; the host-staged MPI path, with a warning
+    "two-ranks-one-gpu": dict(optimizer=("adam", {}), jit="auto", n=129, batch=32, epochs=2, device="gpu:0"),
 }
 
 
@@ -51,6 +54,8 @@ def build(cfg, seed=3):
     device = None
     if cfg.get("device") == "gpu":       # under MPI each rank takes its local GPU; the reference process gpu:0
         device = distributed.local_device("gpu") if distributed.is_initialized() else "gpu"
+    elif cfg.get("device"):
+        device = cfg["device"]
     model = models.Sequential(device=device)
     if cfg.get("uint8"):
         model.add(layers.Rescaling(1 / 255, input_shape=(20,)))
@@ -125,10 +130,12 @@ def main(out):
     counter = _Counter()
     for name, cfg in CONFIGS.items():
         before = counter.calls
-        model, history, ev = train(name, True, seed=3 + rank)      # rank 1 starts from other weights
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, history, ev = train(name, True, seed=3 + rank)      # rank 1 starts from other weights
         transport = distributed.init().transport(model.device).kind
         _save(out, name, model, history=history, evaluate=ev, allreduce_calls=counter.calls - before,
-              transport=transport, device=str(model.device))
+              transport=transport, device=str(model.device), warnings=[str(w.message) for w in caught])
 
     cfg = dict(CONFIGS["rmsprop-fused"], epochs=1)
     x, y = data(cfg)

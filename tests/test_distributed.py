@@ -81,8 +81,16 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(two_ranks, name)
     assert not all(np.array_equal(a, b) for a, b in zip(ref, job.build(job.CONFIGS[name]).get_weights()))
     assert info0["iterations"] == info1["iterations"] == model.optimizer.iterations
     assert info0["allreduce_calls"] == info0["iterations"]      # one fused all-reduce per step
-    if job.CONFIGS[name].get("device") == "gpu":                # one GPU per rank, NCCL between them
+    if job.CONFIGS[name].get("device") == "gpu" and gpunet.backend.cuda_device_count() >= 2:
+        # one GPU per rank, NCCL between them
         assert (info0["device"], info1["device"], info0["transport"]) == ("gpu", "gpu:1", "nccl")
+        assert info0["warnings"] == info1["warnings"] == []
+    elif job.CONFIGS[name].get("device"):      # two ranks on one GPU: NCCL would refuse; staged through the host
+        assert (info0["device"], info1["device"]) == ("gpu", "gpu")
+        assert info0["transport"] == info1["transport"] == "mpi-host-staged"
+        for info in (info0, info1):
+            assert any("ranks [0, 1] share one GPU" in w and "NCCL needs a GPU per rank" in w
+                       for w in info["warnings"]), info["warnings"]
     for key, values in history.items():              # reduced metrics: the single process's values
         np.testing.assert_allclose(info0["history"][key], values, rtol=1e-5, atol=1e-6, err_msg=key)
         assert info0["history"][key] == info1["history"][key]
@@ -290,10 +298,17 @@ def test_gpu_buffers_with_nccl_use_cupys_documented_call_order(monkeypatch):
                         lambda: SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: SimpleNamespace(ptr=77))))
     ctx = _fake_ctx()
     ctx.comm.bcast = lambda obj, root=0: b"id-of-rank-0" if obj is None else obj   # rank 1 receives rank 0's id
-    t = distributed.Transport(ctx, _FakeGPU())
+    t = distributed.Transport(ctx, _FakeGPU(), where=(("node", "0000:1B:00.0"), ("node", "0000:1C:00.0")))
     buf = SimpleNamespace(data=SimpleNamespace(ptr=1234), size=407054, dtype=np.dtype("float32"))
     t.allreduce_sum(buf)
     t.broadcast(buf, root=0)
     assert t.kind == "nccl"
     assert calls == [("init", 2, b"id-of-rank-0", 1), ("allReduce", 1234, 1234, 407054, "f32", "sum", 77),
                      ("bcast", 1234, 407054, "f32", 0, 77)]
+    # the same GPU (bus id) on two machines is two GPUs; one GPU under two ranks is refused by NCCL
+    # ("invalid usage", seen on an H200 with two ranks): no communicator, host-staged MPI, a warning
+    calls.clear()
+    assert distributed.Transport(ctx, _FakeGPU(), where=(("a", "0000:1B:00.0"), ("b", "0000:1B:00.0"))).kind == "nccl"
+    with pytest.warns(RuntimeWarning, match=r"ranks \[0, 1\] share one GPU .*NCCL needs a GPU per rank"):
+        t = distributed.Transport(ctx, _FakeGPU(), where=(("a", "0000:1B:00.0"), ("a", "0000:1B:00.0")))
+    assert t.kind == "mpi-host-staged" and calls == [("init", 2, b"id-of-rank-0", 1)]

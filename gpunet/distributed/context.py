@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from .. import backend
@@ -32,10 +33,14 @@ class Context:
         return self.rank == 0
 
     def transport(self, device) -> Transport:
-        """The all-reduce/broadcast path for buffers on ``device`` (made once per device)."""
-        t = self._transports.get(device)
+        """The all-reduce/broadcast path for buffers on ``device``. A GPU's is made collectively, once per
+        set of the ranks' GPUs (asked of every rank on each call, so that all ranks agree on it)."""
+        key = device
+        if device.is_gpu and self.size > 1:
+            key = tuple(self.comm.allgather((socket.gethostname(), backend.gpu_bus_id(device))))
+        t = self._transports.get(key)
         if t is None:
-            t = self._transports[device] = Transport(self, device)
+            t = self._transports[key] = Transport(self, device, where=key if device.is_gpu else None)
         return t
 
 

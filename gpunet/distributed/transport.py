@@ -1,6 +1,9 @@
 """Sum-all-reduce and broadcast of one device's buffers: NCCL for CuPy arrays, MPI otherwise."""
 from __future__ import annotations
 
+import socket
+import warnings
+
 from .. import backend
 
 np = backend.numpy
@@ -9,15 +12,30 @@ np = backend.numpy
 class Transport:
     """Sum-all-reduce and broadcast of contiguous buffers on one device."""
 
-    def __init__(self, ctx, device):
+    def __init__(self, ctx, device, where=None):
+        """``where``: every rank's (host name, PCI bus id) of its GPU, when ``device`` is one."""
         self.ctx, self.device = ctx, device
         self.nccl = self.nccl_comm = None
         if device.is_gpu and ctx.size > 1:
             self.nccl = backend.nccl_module()
+            if self.nccl is not None and self._gpu_shared(where):
+                self.nccl = None
             if self.nccl is not None:
                 uid = ctx.comm.bcast(self.nccl.get_unique_id() if ctx.is_root else None, root=0)
                 with device:
                     self.nccl_comm = self.nccl.NcclCommunicator(ctx.size, uid, ctx.rank)
+
+    def _gpu_shared(self, where) -> bool:
+        """Do two ranks use this one GPU? NCCL refuses that (invalid usage): warn and stage through MPI."""
+        if where is None:
+            where = self.ctx.comm.allgather((socket.gethostname(), backend.gpu_bus_id(self.device)))
+        shared = [rank for rank, w in enumerate(where) if where.count(w) > 1]
+        if shared:
+            warnings.warn(f"ranks {shared} share one GPU ({self.device} of {where[shared[0]][0]}, PCI "
+                          f"{where[shared[0]][1]}); NCCL needs a GPU per rank, so gradients are summed through "
+                          "host memory with MPI (slower). Start no more ranks per machine than it has GPUs, and "
+                          "give each its own with distributed.local_device('gpu').", RuntimeWarning, stacklevel=4)
+        return bool(shared)
 
     @property
     def kind(self) -> str:

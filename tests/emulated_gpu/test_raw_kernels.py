@@ -27,6 +27,9 @@ _spec = importlib.util.spec_from_file_location("gpunet_emulated_raw", RAW)   # a
 raw = sys.modules["gpunet_emulated_raw"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(raw)
 _DEFAULT_CURRENT_DEVICE = raw.current_device
+if str(HERE.parent) not in sys.path:          # tests/: a child process imports this file from its folder
+    sys.path.insert(0, str(HERE.parent))
+from subnormals import flushing  # noqa: E402
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")       # NaN inputs, the mean of 0 rows
@@ -133,12 +136,15 @@ def test_dense_kernels(emulate, launch, shape):
     z, b, g = data(shape, 0), data(shape[-1:], 1), data(shape, 2)
     for act in (None, "relu"):
         for bias in (b, None):
-            want = kernels.bias_act(np, z.copy(), bias, act)
+            with flushing():
+                want = kernels.bias_act(np, z.copy(), bias, act)
             record("bias_act_fwd", kernels.bias_act(XP, Arr(z.copy()), _wrap(bias), act), want)
             out = kernels.bias_act(XP, Arr(z.copy()), _wrap(bias), act, out=Arr(np.full(shape, 7, F)))
             record("bias_act_fwd", out, want)
     y = kernels.bias_act(np, z.copy(), b, "relu")
-    record("relu_bwd", kernels.act_backward(XP, Arr(g), Arr(y), "relu"), kernels.act_backward(np, g, y, "relu"))
+    with flushing():
+        want = kernels.act_backward(np, g, y, "relu")
+    record("relu_bwd", kernels.act_backward(XP, Arr(g), Arr(y), "relu"), want)
 
 
 @pytest.mark.parametrize("launch", LAUNCH_SHAPES)
@@ -193,7 +199,8 @@ def run_optimizer(name, n, decay, halt, gpu, steps=3):
             opt.update_core_gpu(Arr(g), Arr(w), {k: Arr(v) for k, v in slots.items()},
                                 None if halt is None else Arr(np.array([halt], np.int32)), decay=decay)
         elif not halt:
-            opt.update_core_cpu(np, g, w, slots, np.empty_like(w), decay=decay)
+            with flushing():        # the twin as the kernel computes: float32 subnormals flushed
+                opt.update_core_cpu(np, g, w, slots, np.empty_like(w), decay=decay)
     return {"w": w, **slots}
 
 
@@ -378,7 +385,8 @@ def test_concurrent_builds_share_one_cached_library(cache):
 
 
 # -- the host's libm against NumPy, and the report ----------------------------------------------
-def test_libm_expf_logf_against_numpy():
+def test_libm_expf_logf_against_numpy(monkeypatch):
+    monkeypatch.setenv("GPUNET_EMULATED_FTZ", "0")      # the host libm itself, subnormal results included
     code = ('extern "C" __global__ void explog(const float* x, float* e, float* l, long long n) {\n'
             '  for (long long i = threadIdx.x; i < n; i += blockDim.x) { e[i] = expf(x[i]); l[i] = logf(x[i]); } }')
     bits = np.random.default_rng(8).integers(1, 0x7F800000, 10 ** 6, dtype=np.uint32)     # every positive float

@@ -50,10 +50,23 @@ static __attribute__((noinline)) float __fsqrt_rn(float a) { return sqrtf(a); }
 static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+// CuPy compiles every kernel with -ftz=true (appended after the caller's options): float32 subnormal
+// inputs read as zero and subnormal results are flushed to zero. The host's SSE unit does the same
+// with MXCSR's DAZ and FTZ bits set for the duration of a launch.
+#if defined(GPUNET_FTZ) && (defined(__x86_64__) || defined(__i386__))
+#include <xmmintrin.h>
+struct FlushSubnormals { unsigned saved = _mm_getcsr(); FlushSubnormals() { _mm_setcsr(saved | 0x8040u); }
+                         ~FlushSubnormals() { _mm_setcsr(saved); } };
+#elif defined(GPUNET_FTZ)
+#error "the emulated -ftz=true needs an x86 host (MXCSR); build with GPUNET_EMULATED_FTZ=0"
+#else
+struct FlushSubnormals {};
+#endif
 """
 
 _WRAPPER = """
 extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz{params}) {{
+    FlushSubnormals ftz;
     gridDim = dim3{{gx, gy, gz}}; blockDim = dim3{{bx, by, bz}};
     for (unsigned z = 0; z < gz; ++z) for (unsigned y = 0; y < gy; ++y) for (unsigned x = 0; x < gx; ++x)
         for (unsigned k = 0; k < bz; ++k) for (unsigned j = 0; j < by; ++j) for (unsigned i = 0; i < bx; ++i) {{
@@ -77,7 +90,7 @@ _KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?
 _UNSUPPORTED = re.compile(r"\b(__shared__|__syncthreads\w*|__syncwarp|__shfl\w*|__ballot_sync|__any_sync|"
                           r"__all_sync|cooperative_groups)\b")
 _HARMLESS_OPTIONS = {"arch", "gpu-architecture", "lineinfo", "generate-line-info", "G", "device-debug", "restrict",
-                     "ftz=false", "prec-div=true", "prec-sqrt=true"}   # options that change no IEEE float result
+                     "prec-div=true", "prec-sqrt=true"}   # options that change no IEEE float result
 
 
 class CompileException(Exception):
@@ -162,19 +175,24 @@ def fma_flags() -> list:
 
 def compiler_flags(options: tuple, fma=None) -> list:
     """g++ flags for CuPy/NVRTC ``options``. FMA contraction: ``fma`` if not None, else ``--fmad=``
-    from the options, else $GPUNET_EMULATED_FMA=1; off by default."""
-    std, extra, fmad = "-std=c++17", [], None
+    from the options, else $GPUNET_EMULATED_FMA=1; off by default. Subnormals: the last ``-ftz=``
+    wins, as in NVRTC (CuPy appends ``-ftz=true``; $GPUNET_EMULATED_FTZ=0 turns the emulation off)."""
+    std, extra, fmad, ftz = "-std=c++17", [], None, False
     for opt in options:
         key, _, value = opt.lstrip("-").partition("=")
         if opt.startswith(("-D", "-I")):
             extra.append(opt)
         elif key in ("std", "fmad"):
             std, fmad = (f"-std={value}", fmad) if key == "std" else (std, value == "true")
+        elif key == "ftz" and value in ("true", "false"):
+            ftz = value == "true"
         elif key not in _HARMLESS_OPTIONS and opt.lstrip("-") not in _HARMLESS_OPTIONS:
             raise ValueError(f"the emulated kernel runner does not support the compiler option {opt!r} "
                              "(it computes IEEE float with the host compiler)")
     if fma is None:
         fma = fmad if fmad is not None else os.environ.get("GPUNET_EMULATED_FMA", "") in ("1", "true", "yes")
+    if ftz and os.environ.get("GPUNET_EMULATED_FTZ", "1") not in ("0", "false", "no"):
+        extra.append("-DGPUNET_FTZ")
     return [std, "-O2", "-fPIC", "-shared", *(fma_flags() if fma else ["-ffp-contract=off"]), *extra]
 
 
@@ -250,7 +268,7 @@ class RawModule:
                                       f"it cannot run a source that uses {found.group(1)} (no shared memory, "
                                       "barriers or warp operations)")
         self.code, self.options, self.backend = code, options, backend
-        self.flags = compiler_flags(options, fma)
+        self.flags = compiler_flags(options + ("-ftz=true",), fma)      # appended, as CuPy does
         self.kernels = parse_kernels(code)
         self._library = None
 

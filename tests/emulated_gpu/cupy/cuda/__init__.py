@@ -41,6 +41,11 @@ class Device:
     def __hash__(self):
         return hash(self.id)
 
+    @property
+    def pci_bus_id(self):
+        """The same for every process of this machine, as a real GPU's."""
+        return f"0000:{0x1B + self.id:02X}:00.0"
+
     def __repr__(self):
         return f"<CUDA Device {self.id} (emulated)>"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 
 import numpy as np
 
@@ -14,6 +15,10 @@ NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64, NCCL_INT32, NCCL_INT64 = 6, 7, 8, 2, 4
 NCCL_SUM = 0
 _DTYPES = {NCCL_FLOAT16: np.float16, NCCL_FLOAT32: np.float32, NCCL_FLOAT64: np.float64, NCCL_INT32: np.int32,
            NCCL_INT64: np.int64}
+
+
+class NcclError(RuntimeError):
+    """``cupy_backends.cuda.libs.nccl.NcclError``'s role."""
 
 
 def get_unique_id():
@@ -35,6 +40,10 @@ class NcclCommunicator:
         if self.comm.Get_size() != ndev:
             raise RuntimeError(f"emulated NCCL: {ndev} ranks asked for, the MPI job has {self.comm.Get_size()}")
         self.rank, self.device = rank, _state.current_device()
+        from . import Device
+        where = self.comm.allgather((socket.gethostname(), Device(self.device).pci_bus_id))
+        if where.count(where[rank]) > 1:        # as NCCL: "Duplicate GPU detected"
+            raise NcclError("NCCL_ERROR_INVALID_USAGE: invalid usage (two ranks on one GPU)")
 
     def _check(self, what):
         if _state.current_device() != self.device:
