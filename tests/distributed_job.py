@@ -133,9 +133,10 @@ def main(out):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model, history, ev = train(name, True, seed=3 + rank)      # rank 1 starts from other weights
-        transport = distributed.init().transport(model.device).kind
+        transport = distributed.init().transport(model.device)
         _save(out, name, model, history=history, evaluate=ev, allreduce_calls=counter.calls - before,
-              transport=transport, device=str(model.device), warnings=[str(w.message) for w in caught])
+              transport=transport.kind, shared_gpu_ranks=transport.shared_gpu_ranks, device=str(model.device),
+              warnings=[str(w.message) for w in caught])
 
     cfg = dict(CONFIGS["rmsprop-fused"], epochs=1)
     x, y = data(cfg)

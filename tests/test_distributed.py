@@ -88,6 +88,8 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(two_ranks, name)
     elif job.CONFIGS[name].get("device"):      # two ranks on one GPU: NCCL would refuse; staged through the host
         assert (info0["device"], info1["device"]) == ("gpu", "gpu")
         assert info0["transport"] == info1["transport"] == "mpi-host-staged"
+        assert info0["shared_gpu_ranks"] == info1["shared_gpu_ranks"] == [0, 1]
+    if name == "two-ranks-one-gpu" and gpunet.backend.cuda_device_count() >= 2:   # the first case on gpu:0 twice
         for info in (info0, info1):
             assert any("ranks [0, 1] share one GPU" in w and "NCCL needs a GPU per rank" in w
                        for w in info["warnings"]), info["warnings"]

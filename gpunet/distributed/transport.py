@@ -16,6 +16,7 @@ class Transport:
         """``where``: every rank's (host name, PCI bus id) of its GPU, when ``device`` is one."""
         self.ctx, self.device = ctx, device
         self.nccl = self.nccl_comm = None
+        self.shared_gpu_ranks = []      # ranks that share this rank's GPU (then no NCCL: host-staged MPI)
         if device.is_gpu and ctx.size > 1:
             self.nccl = backend.nccl_module()
             if self.nccl is not None and self._gpu_shared(where):
@@ -29,7 +30,7 @@ class Transport:
         """Do two ranks use this one GPU? NCCL refuses that (invalid usage): warn and stage through MPI."""
         if where is None:
             where = self.ctx.comm.allgather((socket.gethostname(), backend.gpu_bus_id(self.device)))
-        shared = [rank for rank, w in enumerate(where) if where.count(w) > 1]
+        shared = self.shared_gpu_ranks = [rank for rank, w in enumerate(where) if where.count(w) > 1]
         if shared:
             warnings.warn(f"ranks {shared} share one GPU ({self.device} of {where[shared[0]][0]}, PCI "
                           f"{where[shared[0]][1]}); NCCL needs a GPU per rank, so gradients are summed through "

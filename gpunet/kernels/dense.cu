@@ -1,6 +1,16 @@
 extern "C" {
 
 // The NumPy twins are in dense.py; each line below does what its twin does, rounded the same way.
+//
+// CuPy builds every kernel with -ftz=true: float32 arithmetic reads a subnormal as zero and flushes a
+// subnormal result to zero. A comparison may or may not flush, at the compiler's choice (on an H200,
+// CuPy 14.2, `y > 0` in relu_bwd did and `v > 0 || v != v` in bias_act_fwd did not), so the tests
+// against zero below are written on the bits, as a flushing unit compares: a subnormal is zero.
+__device__ __forceinline__ bool above_zero(float v) {        // v > 0 with subnormals as 0; NaN: false
+    int bits = __float_as_int(v);
+    return bits >= 0x00800000 && bits <= 0x7f800000;
+}
+__device__ __forceinline__ bool not_a_number(float v) { return (__float_as_int(v) & 0x7fffffff) > 0x7f800000; }
 
 // y = act(z + b[col]), the twin's xp.add(z, b) then xp.maximum(z, 0). b may be null (no bias: z is
 // not touched, so -0 stays -0). act: 0 linear, 1 relu = np.maximum(v, 0): v when v > 0 or v is NaN,
@@ -8,7 +18,7 @@ extern "C" {
 __global__ void bias_act_fwd(const float* z, const float* b, float* y, long long n, long long cols, int act) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float v = b ? __fadd_rn(z[i], b[i % cols]) : z[i];
-        y[i] = (act == 1 && !(v > 0.0f || v != v)) ? 0.0f : v;
+        y[i] = (act == 1 && !(above_zero(v) || not_a_number(v))) ? 0.0f : v;
     }
 }
 
@@ -16,7 +26,7 @@ __global__ void bias_act_fwd(const float* z, const float* b, float* y, long long
 // NaN and a negative one -0 where y <= 0 (or y is NaN).
 __global__ void relu_bwd(const float* g, const float* y, float* gz, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        gz[i] = __fmul_rn(g[i], y[i] > 0.0f ? 1.0f : 0.0f);
+        gz[i] = __fmul_rn(g[i], above_zero(y[i]) ? 1.0f : 0.0f);
 }
 
 // gb[c] = sum over rows of gz[r, c], the bias gradient, into gb (no new array): one thread per column,

@@ -405,3 +405,22 @@ def test_zz_report(capsys):
         print("\nlargest ULP difference, emulated kernel vs gpunet's NumPy twin (0: the same bits):")
         for what, u in sorted(MEASURED.items()):
             print(f"  {what:45s} {u}")
+
+
+def test_relu_reads_a_subnormal_as_zero_without_a_flushing_compare(monkeypatch):
+    """Whether a compare flushes is the compiler's choice (on an H200 `y > 0` in relu_bwd did and
+    `v > 0 || v != v` in bias_act_fwd did not), so dense.cu compares the bits: built with no flushing
+    at all, it still reads a subnormal as zero, as the flushing twin does."""
+    monkeypatch.setenv("GPUNET_EMULATED_FTZ", "0")
+    source = next(s for s in cuda.SOURCES if s.path.name == "dense.cu")
+    mod = raw.RawModule(code=source.code, options=cuda.COMPILE_OPTIONS)
+    assert "-DGPUNET_FTZ" not in mod.flags
+    v = np.array([1e-40, -1e-40, 1e-45, -1e-45, 2.0, -0.0, np.nan, -np.inf, np.inf, 1.2e-38, -1.2e-38], F)
+    y, gz, ones = np.full_like(v, 7), np.full_like(v, 7), np.ones_like(v)
+    mod.get_function("bias_act_fwd")((1,), (32,), (Arr(v), cuda.NULL, Arr(y), v.size, v.size, np.int32(1)))
+    mod.get_function("relu_bwd")((1,), (32,), (Arr(ones), Arr(v), Arr(gz), v.size))
+    with flushing():
+        want_y, want_gz = kernels.bias_act(np, v.copy(), None, "relu"), kernels.act_backward(np, ones, v, "relu")
+    assert same_bits(y, want_y) and same_bits(gz, want_gz), (y, want_y, gz, want_gz)
+    assert same_bits(y, np.array([0, 0, 0, 0, 2, 0, np.nan, 0, np.inf, 1.2e-38, 0], F))
+    assert same_bits(gz, np.array([0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0], F))
