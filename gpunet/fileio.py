@@ -9,6 +9,7 @@ the temporary files that killed writers left behind (never a live one's).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import zipfile
@@ -19,6 +20,7 @@ from .errors import FileFormatError
 
 NPY_HEADER_LIMIT = 1 << 16       # bytes of an .npy member's header read at most (NumPy writes < 1 KiB)
 SAFE_KINDS = "biufU"             # bool, integers, floats, unicode text: never objects (pickles)
+NPY_MAGIC = b"\x93NUMPY"         # the first bytes of a plain .npy file
 
 
 @contextlib.contextmanager
@@ -26,26 +28,38 @@ def atomic_write(path, mode: str = "wb"):
     """Context manager yielding a file object (its ``tmp_path`` is where it is being written);
     on success the file replaces ``path`` atomically.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    ``path`` may be a symbolic link: its target is written and the link kept. On any exception the
+    temporary file is removed and ``path`` is left untouched; an OSError (a folder given as the file,
+    a folder that is not writable, a full disk) is raised again with the same type and errno and a
+    message naming ``path`` (never the temporary file).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path!r}: folder {folder!r} does not exist; create it first")
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.pid{os.getpid()}.", suffix=".tmp", dir=folder)
+    if os.path.isdir(target):
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path!r}: it is a folder; give a file name such as "
+                                f"{os.path.join(path, 'model.npz')!r}", path)
+    base = os.path.basename(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.pid{os.getpid()}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise _destination_error(exc, path, folder) from None
     try:
         if hasattr(os, "fchmod"):       # mkstemp makes 0600 files; keep the usual permissions
-            os.fchmod(fd, _file_mode(path))
+            os.fchmod(fd, _file_mode(target))
         with os.fdopen(fd, mode) as f:
             f.tmp_path = tmp
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _destination_error(exc, path, folder) from exc
         raise
     _remove_stale_temporaries(folder, base)
     with contextlib.suppress(OSError):          # make the rename itself durable
@@ -54,6 +68,17 @@ def atomic_write(path, mode: str = "wb"):
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _destination_error(exc: OSError, path: str, folder: str) -> OSError:
+    """``exc`` again (same type and errno) with a message naming the destination ``path``."""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"folder {folder!r} is not writable ({exc.strerror}); choose another folder or fix its permissions"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"the disk is full ({exc.strerror}); free some space"
+    else:
+        why = exc.strerror or str(exc)
+    return type(exc)(exc.errno, f"cannot write {path!r}: {why}; the previous file (if any) is unchanged", path)
 
 
 def _file_mode(path) -> int:
@@ -94,10 +119,27 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+RATIO_EXEMPT_BYTES = 1 << 20     # SafeNpz.array's max_ratio spares members this small
+READ_CHUNK_BYTES = 1 << 20          # an array is read from the zip in pieces of this size
+
+
+def _starts_with(source, magic: bytes) -> bool:
+    """Does the file (a path or a seekable file object) start with ``magic``?"""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                return f.read(len(magic)) == magic
+        source.seek(0)
+        return source.read(len(magic)) == magic
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class SafeNpz:
     """An ``.npz`` file read as untrusted: nothing is decompressed or allocated before it is checked.
 
-    ``with SafeNpz(path, error=CheckpointError, what="checkpoint") as z:`` then ``z.names`` (the array
+    ``with SafeNpz(path, error=CheckpointError, what="checkpoint") as z:`` (``path`` may be a file object,
+    named in messages by ``name=``; a plain ``.npy`` file is refused with a hint) then ``z.names`` (the array
     members, without ``.npy``), ``z.declared_bytes(name)`` (the uncompressed size the zip directory
     declares: nothing decompressed), ``z.header(name)`` (``(shape, dtype)`` from the member's ``.npy``
     header: a few hundred bytes decompressed) and ``z.array(name, shape=, max_bytes=)``, which checks the
@@ -107,17 +149,24 @@ class SafeNpz:
     never asked for are never decompressed (a zip bomb beside the arrays costs nothing).
     """
 
-    def __init__(self, path, error=FileFormatError, what="file"):
-        self.path, self.error, self.what = os.fspath(path), error, what
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(f"no {what} file at {self.path!r}")
-        if os.path.isdir(self.path):
-            raise self._fail("is a folder, not a .npz file")
+    def __init__(self, path, error=FileFormatError, what="file", name=None):
+        source = path if hasattr(path, "read") else os.fspath(path)
+        self.path = name if name is not None else (source if isinstance(source, str) else "<bytes>")
+        self.error, self.what = error, what
+        if isinstance(source, str):
+            if not os.path.exists(source):
+                raise FileNotFoundError(f"no {what} file at {source!r}")
+            if os.path.isdir(source):
+                raise self._fail("is a folder, not a .npz file")
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            self._zip = zipfile.ZipFile(source)
             infos = self._zip.infolist()
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-            raise self._fail(f"not a readable .npz (zip) file ({exc})") from None
+            if _starts_with(source, NPY_MAGIC):
+                raise self._fail(f"is a single NumPy array (.npy), not a {what} (.npz: a zip of named arrays); "
+                                 "gpunet reads .npy files never: load your array with numpy.load and pass it to "
+                                 "model.set_weights([...])") from None
+            raise self._fail(f"not a readable .npz (zip) file: truncated or corrupt ({exc})") from None
         self._members = {i.filename[:-4]: i for i in infos if i.filename.endswith(".npy")}
         self.names = tuple(self._members)
         self.other_members = tuple(i.filename for i in infos if not i.filename.endswith(".npy"))
@@ -143,6 +192,10 @@ class SafeNpz:
 
     def declared_bytes(self, name) -> int:
         return self._info(name).file_size
+
+    def stored_bytes(self, name) -> int:
+        """The bytes member ``name`` takes in the file (compressed), from the zip directory."""
+        return self._info(name).compress_size
 
     def _open(self, name):
         try:
@@ -176,13 +229,19 @@ class SafeNpz:
             shape, dtype, _ = self._read_header(f, name)
         return shape, dtype
 
-    def array(self, name, shape=None, max_bytes=None):
+    def array(self, name, shape=None, max_bytes=None, max_ratio=None):
         """Array ``name`` as a NumPy array of its own memory, checked before anything is allocated:
-        its declared size against ``max_bytes``, its header's shape against ``shape`` (when given)."""
+        its declared size against ``max_bytes``, its header's shape against ``shape`` (when given), and
+        (``max_ratio``) its declared size against ``max_ratio`` times the bytes it takes in the file
+        (members under 1 MiB exempt): a deflated member that would expand more is a zip bomb."""
         declared = self.declared_bytes(name)
         if max_bytes is not None and declared > max_bytes + NPY_HEADER_LIMIT:
             raise self._fail(f"array {name!r} declares {declared:,} bytes uncompressed, over the {max_bytes:,} "
                              "this file can need")
+        stored = self.stored_bytes(name)
+        if max_ratio is not None and declared > max(RATIO_EXEMPT_BYTES, max_ratio * stored):
+            raise self._fail(f"array {name!r} would expand from {stored:,} bytes in the file to {declared:,} "
+                             f"(more than {max_ratio}x: a zip bomb, not something gpunet writes)")
         with self._open(name) as f:
             got_shape, dtype, used = self._read_header(f, name)
             if shape is not None and got_shape != tuple(shape):
@@ -196,11 +255,17 @@ class SafeNpz:
                                  f"zip holds {declared - used:,} bytes for it")
             if max_bytes is not None and nbytes > max_bytes:
                 raise self._fail(f"array {name!r} holds {nbytes:,} bytes, over the {max_bytes:,} this file can need")
+            out = np.empty(count, dtype=dtype)        # read straight into it: the member is held once
+            view, done = memoryview(out).cast("B"), 0
             try:
-                raw = f.read(nbytes)
+                while done < nbytes:
+                    n = f.readinto(view[done:done + READ_CHUNK_BYTES])
+                    if not n:
+                        break
+                    done += n
                 f.read(1)                              # reach the end: the zip checks the member's CRC
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
                 raise self._fail(f"array {name!r} is corrupt ({exc})") from None
-        if len(raw) != nbytes:
-            raise self._fail(f"array {name!r} is truncated ({len(raw):,} of {nbytes:,} bytes)")
-        return np.frombuffer(raw, dtype=dtype).reshape(got_shape).copy()
+        if done != nbytes:
+            raise self._fail(f"array {name!r} is truncated ({done:,} of {nbytes:,} bytes)")
+        return out.reshape(got_shape)

@@ -236,6 +236,23 @@ class Sequential(Trainer):
             model.trainable = False
         return model
 
+    @classmethod
+    def plan_weights(cls, config: dict) -> list:
+        """``[(name, shape)]`` of the weights the model ``config`` describes would have once built, in
+        :attr:`weights` order, computed without building it (nothing allocated: :meth:`Layer.planned_weights`);
+        ``[]`` for a model that would not be built. Raises what the layers' ``from_config`` raise."""
+        specs = [_layers.deserialize(spec) for spec in config["layers"]]
+        shape = config["built_input_shape"]
+        if specs and specs[0].input_shape is not None:
+            shape = (None,) + tuple(specs[0].input_shape)
+        if shape is None:
+            return []
+        shape, planned = tuple(shape), []
+        for layer in specs:
+            planned += layer.planned_weights(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        return planned
+
     def __reduce__(self):
         """Pickling writes the model as a checkpoint in memory (architecture, weights, compile state,
         optimizer slots); unpickling rebuilds it on the same device, leaving gpunet's RNG alone."""
@@ -269,6 +286,10 @@ def load_model(filepath, device=None, compile: bool = True, restore_rng: bool = 
         device: where to put the model (default: the default device); a checkpoint written
             on a GPU loads on the CPU and vice versa.
         compile: also restore the optimizer, loss and metrics (when the model was compiled).
+
+    Raises FileNotFoundError, or :class:`gpunet.errors.CheckpointError` (a ValueError naming the file
+    and the problem) for anything that is not a complete, consistent checkpoint: everything is checked
+    before the model is built (see :mod:`gpunet.saving`), and gpunet's RNG changes only on success.
     """
     return saving.load_checkpoint(filepath, Sequential, device=device, compile=compile, restore_rng=restore_rng)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from . import functional as F
 from .functional import unbroadcast
-from .tensor import Tensor, apply, as_tensor, compare
+from .tensor import Tensor, apply, as_tensor, compare, true_divide
 
 __all__ = [
     "add", "subtract", "multiply", "divide", "power", "negative", "abs", "square", "sqrt",
@@ -55,8 +55,9 @@ def multiply(a, b) -> Tensor:
 
 
 def divide(a, b) -> Tensor:
-    """Element-wise ``a / b`` with broadcasting."""
-    return apply(F.divide, (a, b))
+    """Element-wise ``a / b`` with broadcasting, as ``Tensor.__truediv__``: integer operands give
+    float32 (gpunet's float32 policy; NumPy would give float64)."""
+    return true_divide(a, b)
 
 
 def power(a, b) -> Tensor:

@@ -24,7 +24,7 @@ _np = backend.numpy
 _generator = _np.random.default_rng()
 _shard = None      # (global batch size, first row, end row) while fit(distributed=True) runs a step
 
-__all__ = ["seed", "generator", "get_state", "set_state", "batch_uniform", "batch_shard", "current_shard",
+__all__ = ["seed", "generator", "get_state", "set_state", "check_state", "batch_uniform", "batch_shard", "current_shard",
            "PhiloxStream", "dropout_stream"]
 
 
@@ -127,9 +127,39 @@ def get_state() -> dict:
     return state
 
 
+def check_state(state) -> None:
+    """ValueError, saying what is wrong, unless ``state`` is one :func:`set_state` accepts: a dict with
+    NumPy's PCG64 state (``bit_generator``, ``state`` with ``state`` and ``inc`` below 2**128,
+    ``has_uint32``, ``uinteger``) and optionally ``'philox'`` (``key`` and ``counter`` below 2**64)."""
+    def count(v, bits):
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** bits
+    if not isinstance(state, dict):
+        raise ValueError(f"a gpunet.random state is a dict (from get_state), got {type(state).__name__}")
+    inner, philox = state.get("state"), state.get("philox")
+    problems = [(state.get("bit_generator") == "PCG64", f"bit_generator {state.get('bit_generator')!r} is not 'PCG64'"),
+                (isinstance(inner, dict) and count(inner.get("state"), 128) and count(inner.get("inc"), 128),
+                 f"'state' {inner!r} is not {{'state': int, 'inc': int}} below 2**128"),
+                (count(state.get("has_uint32"), 1) and count(state.get("uinteger"), 32),
+                 "'has_uint32' (0 or 1) or 'uinteger' (a 32-bit integer) is missing or wrong"),
+                (philox is None or (isinstance(philox, dict) and count(philox.get("key"), 64)
+                                    and count(philox.get("counter"), 64)),
+                 f"'philox' {philox!r} is not {{'key': int, 'counter': int}} below 2**64"),
+                (set(state) <= {"bit_generator", "state", "has_uint32", "uinteger", "philox"},
+                 f"unknown keys {sorted(set(state) - {'bit_generator', 'state', 'has_uint32', 'uinteger', 'philox'})}")]
+    for ok, problem in problems:
+        if not ok:
+            raise ValueError(f"not a gpunet.random state: {problem}")
+    try:
+        _np.random.PCG64().state = {k: v for k, v in state.items() if k != "philox"}
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise ValueError(f"not a gpunet.random state: NumPy refuses it ({exc})") from None
+
+
 def set_state(state: dict) -> None:
-    """Restore a state taken by :func:`get_state`. A state without ``'philox'`` (written before dropout
-    used Philox) makes dropout draw from the host generator as it did then (see :class:`PhiloxStream`)."""
+    """Restore a state taken by :func:`get_state` (checked first by :func:`check_state`: ValueError, and
+    nothing changed, for anything else). A state without ``'philox'`` (written before dropout used
+    Philox) makes dropout draw from the host generator as it did then (see :class:`PhiloxStream`)."""
+    check_state(state)
     state = dict(state)
     philox = state.pop("philox", None)
     _generator.bit_generator.state = state

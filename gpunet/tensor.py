@@ -25,9 +25,42 @@ from . import autograd, backend, functional as F
 from .backend import Device
 from .errors import DeviceMismatchError
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "as_tensor", "apply", "from_dlpack"]
+__all__ = ["Tensor", "tensor", "zeros", "ones", "as_tensor", "apply", "from_dlpack", "true_divide"]
 
 _np = backend.numpy
+NUMERIC_KINDS = "biuf"      # the dtype kinds a tensor holds: bool, signed and unsigned integers, floats
+
+
+def numeric_data(data):
+    """``data`` checked to be numbers a tensor can hold: arrays (NumPy, CuPy) as they are, anything else
+    (numbers, nested lists) as a NumPy array of its own dtype, so that strings show as strings.
+
+    Raises TypeError for None, strings, bytes, dicts, sets, objects and complex numbers (gpunet's
+    tensors are real), ValueError for ragged nested lists; each message says what to pass instead.
+    """
+    if data is None or isinstance(data, (str, bytes, dict, set, frozenset)):
+        raise TypeError(f"a tensor holds numbers, got {type(data).__name__} {str(data)[:40]!r}; pass a number, a "
+                        "(nested) list of numbers or a numeric array")
+    if not isinstance(getattr(getattr(data, "dtype", None), "kind", None), str):
+        try:
+            data = _np.asarray(data)
+        except ValueError as exc:
+            raise ValueError(f"cannot make a tensor of ragged data (nested lists of different lengths: {exc}); "
+                             "pad the lists to one length") from None
+    check_numeric_dtype(data.dtype)
+    return data
+
+
+def check_numeric_dtype(dtype) -> None:
+    """TypeError unless ``dtype`` is bool, an integer or a float (see :func:`numeric_data`)."""
+    if dtype.kind == "c":
+        raise TypeError(f"gpunet tensors are real, got complex data (dtype {dtype}); pass x.real, x.imag or "
+                        "abs(x)")
+    if dtype.kind not in NUMERIC_KINDS:
+        what = {"U": "strings", "S": "bytes", "O": "Python objects (None, mixed or ragged data)"}.get(
+            dtype.kind, f"dtype {dtype}")
+        raise TypeError(f"a tensor holds numbers (bool, int or float), got {what} (dtype {dtype}); convert the "
+                        "data to numbers first, e.g. np.asarray(data, dtype='float32')")
 
 
 class Tensor:
@@ -45,10 +78,10 @@ class Tensor:
     def __init__(self, data, device: "Device | str | None" = None, requires_grad: bool = False,
                  dtype=None, name: str | None = None):
         dev = backend.device(device)
-        if isinstance(data, Tensor):
-            data = data.data
+        data = data.data if isinstance(data, Tensor) else numeric_data(data)
         with dev.context:
             arr = dev.asarray(data, dtype=dtype)
+            check_numeric_dtype(arr.dtype)
             if dtype is None and arr.dtype == _np.float64:
                 arr = arr.astype(_np.float32)    # float32 throughout unless asked otherwise
         if requires_grad and arr.dtype.kind != "f":
@@ -145,8 +178,8 @@ class Tensor:
     def __rsub__(self, o): return apply(F.subtract, (o, self))
     def __mul__(self, o): return apply(F.multiply, (self, o))
     def __rmul__(self, o): return apply(F.multiply, (o, self))
-    def __truediv__(self, o): return apply(F.divide, (self, o))
-    def __rtruediv__(self, o): return apply(F.divide, (o, self))
+    def __truediv__(self, o): return true_divide(self, o)
+    def __rtruediv__(self, o): return true_divide(o, self)
     def __pow__(self, o): return apply(F.power, (self, o))
     def __rpow__(self, o): return apply(F.power, (o, self))
     def __matmul__(self, o): return apply(F.matmul, (self, o))
@@ -227,6 +260,23 @@ def apply(fn, inputs, *args, **kwargs) -> Tensor:
     return result
 
 
+def true_divide(a, b) -> Tensor:
+    """Element-wise ``a / b`` (``Tensor.__truediv__``), by gpunet's float32 policy: integer and boolean
+    tensors are divided as float32 (``int / int`` gives float32, where NumPy gives float64), and NumPy
+    scalars count as Python numbers (``x / np.float64(2)`` keeps ``x``'s float32, where NumPy 2 would
+    give float64). A float64 tensor operand still gives float64."""
+    operands = []
+    for v in (a, b):
+        if isinstance(v, _np.generic):
+            v = v.item()                  # a Python number: it takes the tensor's dtype
+        elif isinstance(v, Tensor) and v.dtype.kind in "biu":
+            v = v.astype("float32")
+        elif not isinstance(v, Tensor) and getattr(getattr(v, "dtype", None), "kind", "") in ("b", "i", "u"):
+            v = v.astype(_np.float32)     # a host (or CuPy) integer array
+        operands.append(v)
+    return apply(F.divide, operands)
+
+
 def compare(name: str, a, b) -> Tensor:
     """Element-wise comparison (``'less'``, ``'equal'`` ...): a boolean tensor, not differentiable."""
     dev, (a, b) = _operands((a, b))
@@ -256,7 +306,11 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
 
     Floating data defaults to float32 (pass ``dtype`` to keep float64); integer
     and boolean data keep their dtype. The data is copied onto ``device``
-    (default: :func:`gpunet.get_default_device`).
+    (default: :func:`gpunet.get_default_device`). Dividing tensors follows the same float32
+    policy: ``int / int`` gives float32 (see :func:`true_divide`).
+
+    Raises TypeError for what is not real numbers (None, strings, bytes, dicts, sets, objects,
+    complex numbers: even with a numeric ``dtype``) and ValueError for ragged nested lists.
 
     Example:
         >>> gpunet.tensor([1, 2, 3]).dtype, gpunet.tensor([1.5]).dtype

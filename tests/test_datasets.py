@@ -7,6 +7,7 @@ import io
 import os
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -255,3 +256,49 @@ def test_fashion_mnist_from_the_debian_package(cache):
 def test_mnist_spec_matches_keras():
     assert mnist.SPEC.npz_sha256 == "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
     assert mnist.SPEC.mirrors[0] == ("npz", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz")
+
+
+def test_corrupt_cached_idx_file_is_reported_and_replaced(server, cache):
+    arrays = fixture_arrays()
+    spec = make_spec(server, arrays, mirrors=("idx",))
+    check(_loader.load(spec, verbose=False), arrays)
+    assert len(server.hits) == 4
+    target = cache / "tiny" / spec.idx[0].name
+    target.write_bytes(target.read_bytes()[:30])                        # a truncated cached .gz
+    with pytest.warns(UserWarning, match=f"discarding corrupt cached file {target}"):
+        check(_loader.load(spec, verbose=False), arrays)
+    assert server.hits[4:] == ["/idx/" + spec.idx[0].name], "only the corrupt file is fetched again"
+    target.write_bytes(b"\x00\x00\x08\x03garbage")
+    offline = dataclasses.replace(spec, mirrors=(("idx", "http://127.0.0.1:9/idx"),))
+    with pytest.warns(UserWarning, match="discarding corrupt cached file"):
+        with pytest.raises(DatasetUnavailableError, match=r"(?s)cached IDX files are corrupt: .*"
+                                                          f"{spec.idx[0].name}: checksum mismatch.*To proceed offline"):
+            _loader.load(offline, verbose=False, timeout=1)
+    assert not target.exists(), "the corrupt file is deleted so that the next call downloads it again"
+
+
+def test_verifying_a_gzip_bomb_stops_at_the_expected_size(tmp_path, monkeypatch):
+    """A cached or system IDX file is hashed decompressed; a bomb is given up on past the size the spec allows."""
+    head = bytes([0, 0, 8, 3]) + np.asarray((60000, 28, 28), ">u4").tobytes()
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    path = tmp_path / "bomb.gz"
+    with open(path, "wb") as f:                                         # 200 MB of values in ~200 KB
+        f.write(c.compress(head))
+        for _ in range(200):
+            f.write(c.compress(bytes(1 << 20)))
+        f.write(c.flush())
+    read = []
+
+    def counting_open(*args, **kwargs):                                 # counts the decompressed bytes read
+        f = gzip.GzipFile(*args, **kwargs)
+        real = f.read
+        f.read = lambda n=-1: read.append(len(out := real(n))) or out
+        return f
+    monkeypatch.setattr(_loader.gzip, "open", counting_open)
+    entry = _loader.IDXFile("bomb.gz", content_sha256="0" * 64)
+    limit = 16 + 60000 * 784
+    assert not _loader._idx_file_ok(entry, path, limit=limit)
+    assert limit < sum(read) <= limit + (1 << 20)
+    read.clear()
+    assert not _loader._idx_file_ok(entry, path)                         # without a limit: the whole stream
+    assert sum(read) == 16 + (200 << 20)

@@ -2,8 +2,10 @@
 
 ``run_isolated(code)`` runs ``code`` (Python source; ``gpunet`` and ``numpy as np`` already imported) in
 a fresh interpreter and returns ``Outcome(returncode, stdout, stderr, rss_growth_mb, seconds)``: the
-growth of the child's peak resident memory (``ru_maxrss``) over its peak just before ``code`` ran, and the
-wall time of ``code`` alone. The child prints ``RESULT <json>`` as its last stdout line; ``code`` can set
+growth of the child's peak resident memory over its resident memory just before ``code`` ran, and the
+wall time of ``code`` alone. The peak is Linux's ``VmHWM`` of the child itself, reset before ``code``
+(``/proc/self/clear_refs``); not ``ru_maxrss``, which a child inherits from its parent's peak across
+fork and exec, so that under a large pytest process it would hide any growth below that peak. The child prints ``RESULT <json>`` as its last stdout line; ``code`` can set
 ``result`` (any JSON value) to return something.
 """
 import collections
@@ -19,13 +21,21 @@ import json, resource, sys, time
 import numpy as np
 import gpunet
 result = None
-_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _status_kb(key):
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+try:
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')                  # the peak (VmHWM) starts again from the current RSS
+    _base, _peak_now = _status_kb('VmRSS:'), lambda: _status_kb('VmHWM:')
+except OSError:                       # no /proc: the inherited ru_maxrss (growth under it is missed)
+    _peak_now = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _base = _peak_now()
 _t0 = time.perf_counter()
 """
 _EPILOGUE = """
 _dt = time.perf_counter() - _t0
-_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("RESULT " + json.dumps({"rss_kb": _peak - _base, "seconds": _dt, "result": result}))
+print("RESULT " + json.dumps({"rss_kb": _peak_now() - _base, "seconds": _dt, "result": result}))
 """
 
 

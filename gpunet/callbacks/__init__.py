@@ -12,7 +12,7 @@ Where gpunet differs from Keras, see ``tests/keras_conformance/DIFFERENCES-callb
 """
 from __future__ import annotations
 
-from .callback import Callback
+from .callback import Callback, FitLogs
 from .callback_list import CallbackList
 from .csv_logger import CSVLogger
 from .early_stopping import EarlyStopping
@@ -24,6 +24,6 @@ from .progbar_logger import ProgbarLogger, format_evaluation, format_logs
 from .reduce_lr_on_plateau import ReduceLROnPlateau
 from .terminate_on_nan import TerminateOnNaN
 
-__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "MonitorCallback", "EarlyStopping",
+__all__ = ["Callback", "FitLogs", "CallbackList", "History", "ProgbarLogger", "MonitorCallback", "EarlyStopping",
            "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger",
            "format_evaluation", "format_logs"]

@@ -1,7 +1,40 @@
 """The base :class:`Callback` (Keras 3's ``keras.callbacks.Callback``) and :func:`overrides`."""
 from __future__ import annotations
 
-__all__ = ["Callback", "overrides", "pythonify_logs", "print_msg"]
+__all__ = ["Callback", "FitLogs", "overrides", "pythonify_logs", "print_msg"]
+
+
+class FitLogs:
+    """The names one ``fit`` will log, known before its first step (for :meth:`Callback.check_before_fit`).
+
+    ``epoch``: the names of the epoch-end logs (``loss``, the compiled metrics, their ``val_`` forms
+    when there is validation data, and what the callbacks before this one add); ``batch``: the names
+    of the batch logs (no ``val_`` values); ``validation``: whether ``fit`` has validation data;
+    ``certain``: False when a user callback before this one may add names of its own (its
+    ``on_epoch_end`` can write any key into the shared logs), so a name not listed may still come.
+    """
+
+    def __init__(self, epoch, batch, validation: bool, certain: bool = True):
+        self.epoch, self.batch = frozenset(epoch), frozenset(batch)
+        self.validation, self.certain = bool(validation), bool(certain)
+
+    def adding(self, names, certain: bool) -> "FitLogs":
+        """These logs, with ``names`` added to the epoch logs (and ``certain`` and-ed in)."""
+        return FitLogs(self.epoch | set(names), self.batch, self.validation, self.certain and certain)
+
+    def never_logged(self, name: str, batch: bool = False) -> bool:
+        """Is ``name`` certainly never in the (batch, else epoch) logs?"""
+        return self.certain and name not in (self.batch if batch else self.epoch)
+
+    def describe(self, batch: bool = False) -> str:
+        """``"fit logs 'loss', 'val_loss'"``, with a hint about ``val_`` names when there is no validation."""
+        names = sorted(self.batch if batch else self.epoch)
+        text = f"fit logs {', '.join(map(repr, names))}" if names else "fit logs nothing"
+        if batch:
+            return text + " in the batch logs (validation values exist only at epoch ends)"
+        if not self.validation:
+            text += " (val_ values need validation_data=(x_val, y_val) or validation_split=...)"
+        return text
 
 
 class Callback:
@@ -25,6 +58,9 @@ class Callback:
     model = None
     params: dict = {}
     wants_batch_logs = None
+    # the names this callback adds to the epoch logs; None: unknown (a user callback's on_epoch_end
+    # may add any), which stops fit from refusing monitors it does not know of
+    logs_added = None
 
     def __init__(self):
         self.model = None
@@ -35,6 +71,11 @@ class Callback:
 
     def set_params(self, params):
         self.params = params
+
+    def check_before_fit(self, logs: FitLogs) -> None:
+        """Called by ``fit`` before anything changes and before the first step, once ``model`` and
+        ``params`` are set: raise (ValueError, or OSError for files) for a configuration that cannot
+        work with what ``fit`` will log (``logs``, a :class:`FitLogs`). The base class checks nothing."""
 
     def on_batch_begin(self, batch, logs=None):
         """The old name of :meth:`on_train_batch_begin` (which calls it)."""

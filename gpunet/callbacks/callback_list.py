@@ -1,7 +1,7 @@
 """:class:`CallbackList`: the callbacks of one ``fit`` (or ``evaluate``/``predict``), called as one."""
 from __future__ import annotations
 
-from .callback import Callback, overrides, pythonify_logs
+from .callback import Callback, FitLogs, overrides, pythonify_logs
 from .history import History
 from .progbar_logger import ProgbarLogger
 from .terminate_on_nan import TerminateOnNaN
@@ -96,6 +96,15 @@ class CallbackList(Callback):
         if params:
             for cb in self.callbacks:
                 cb.set_params(params)
+
+    def check_before_fit(self, logs: FitLogs) -> None:
+        """Every callback's :meth:`~Callback.check_before_fit`, in order; each sees the names the
+        callbacks before it add to the epoch logs (and, after a user callback that may add names of
+        its own, that a name not listed may still come)."""
+        for cb in self.callbacks:
+            cb.check_before_fit(logs)
+            added = cb.logs_added
+            logs = logs.adding(added or (), added is not None or not overrides(cb, "on_epoch_end"))
 
     def reads_logs_after(self, step: int) -> bool:
         """Will the batch-end hooks or a progress refresh read the running logs after ``step`` (1-based)?"""

@@ -5,7 +5,8 @@ import collections.abc
 import csv
 import os
 
-from .callback import Callback
+from .callback import Callback, FitLogs
+from .file_checks import check_writable_folder
 
 
 def _cell(value):
@@ -32,6 +33,8 @@ class CSVLogger(Callback):
     In ``fit(distributed=True)`` only rank 0 writes (every rank has the same logs).
     """
 
+    logs_added = ()     # the names it adds to the epoch logs
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.sep = separator
@@ -41,6 +44,12 @@ class CSVLogger(Callback):
         self.keys = None
         self.append_header = True
         self.csv_file = None
+
+    def check_before_fit(self, logs: FitLogs) -> None:
+        """Before the first step: the file can be written (its folder exists and is writable, it is not a
+        folder itself); OSError naming the fix. (As in Keras, the folder is not created.)"""
+        if self._writes():
+            check_writable_folder(self.filename, f"CSVLogger(filename={self.filename!r})", create=False)
 
     def _writes(self) -> bool:
         return (self.params or {}).get("rank", 0) == 0

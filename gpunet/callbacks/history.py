@@ -14,6 +14,8 @@ class History(Callback):
     does), so values they add to the epoch logs (``learning_rate``) are recorded too.
     """
 
+    logs_added = ()     # the names it adds to the epoch logs
+
     def __init__(self):
         super().__init__()
         self.history = {}

@@ -16,6 +16,8 @@ class LearningRateScheduler(Callback):
     >>> halve = LearningRateScheduler(lambda epoch, lr: lr / 2)
     """
 
+    logs_added = ("learning_rate",)     # the names it adds to the epoch logs
+
     def __init__(self, schedule, verbose=0):
         super().__init__()
         self.schedule = schedule

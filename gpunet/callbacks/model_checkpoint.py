@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from .callback import print_msg
+from .callback import FitLogs, print_msg
+from .file_checks import TemplateFieldError, check_writable_folder, format_sample, template_fields
 from .monitor_callback import MonitorCallback
 
 
@@ -48,6 +49,27 @@ class ModelCheckpoint(MonitorCallback):
         if self.save_freq != "epoch" and (not isinstance(self.save_freq, int) or isinstance(self.save_freq, bool)):
             raise ValueError(f"Unrecognized save_freq: {self.save_freq}. Expected save_freq are 'epoch' or "
                              "integer values")
+
+    def monitor_in_use(self) -> bool:
+        return bool(self.save_best_only)
+
+    def monitors_batch_logs(self) -> bool:
+        return self.save_freq != "epoch"
+
+    def check_before_fit(self, logs: FitLogs) -> None:
+        """Before the first step: the monitor (with ``save_best_only``), the file name template (no
+        positional ``{}``, no name ``fit`` will never log, format specs that suit the values) and the
+        folder (writable, or a writable parent to create it in). ValueError/OSError naming the fix."""
+        super().check_before_fit(logs)
+        owner = f"ModelCheckpoint(filepath={self.filepath!r})"
+        batch = self.monitors_batch_logs()
+        fixed = {"epoch", "batch"} if batch else {"epoch"}
+        for name in template_fields(self.filepath, owner):
+            if name not in fixed and logs.never_logged(name, batch):
+                raise TemplateFieldError(f'Failed to format this callback filepath: "{self.filepath}". Reason: '
+                                         f"{{{name}}} will never be logged by this fit; {logs.describe(batch)}, "
+                                         f"and fills in {' and '.join(sorted(fixed))}")
+        check_writable_folder(format_sample(self.filepath, {"epoch": 1, "batch": 1}, owner), owner, create=True)
 
     @property
     def wants_batch_logs(self):

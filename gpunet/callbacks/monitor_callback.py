@@ -5,7 +5,7 @@ import operator
 import warnings
 
 from .. import metrics as _metrics
-from .callback import Callback
+from .callback import Callback, FitLogs
 
 
 def metric_direction(metric) -> str | None:
@@ -35,6 +35,8 @@ class MonitorCallback(Callback):
     :meth:`set_monitor_op` ran (at the start of training, or at the first epoch end).
     """
 
+    logs_added = ()     # the names it adds to the epoch logs
+
     def __init__(self, monitor="val_loss", mode="auto", baseline=None, min_delta=0):
         super().__init__()
         if mode not in ("auto", "min", "max"):
@@ -45,6 +47,33 @@ class MonitorCallback(Callback):
         self.best = baseline
         self.min_delta = abs(min_delta)
         self.monitor_op = None
+
+    def monitor_in_use(self) -> bool:
+        """Does this callback read ``monitor`` at all? (ModelCheckpoint: only with ``save_best_only``.)"""
+        return True
+
+    def monitors_batch_logs(self) -> bool:
+        """Does it read ``monitor`` from the batch logs (no ``val_`` values there) rather than the epoch's?"""
+        return False
+
+    def check_before_fit(self, logs: FitLogs) -> None:
+        """In ``'auto'`` mode, refuse a ``monitor`` whose direction cannot be told: Keras' ValueError, raised
+        now rather than after the first epoch, and naming what ``fit`` logs when the monitor is never
+        among it. (A monitor that is a loss or a known metric but is not logged, such as ``'val_loss'``
+        without validation data, warns at each epoch end, as in Keras.)"""
+        if not isinstance(self.monitor, str):
+            raise TypeError(f"{type(self).__name__}: monitor must be a logged name such as 'val_loss', got "
+                            f"{self.monitor!r}")
+        if self.model is None:
+            return
+        try:
+            self.set_monitor_op()
+        except ValueError as exc:
+            batch = self.monitors_batch_logs()
+            own = logs.adding(self.logs_added or (), True)
+            if not own.never_logged(self.monitor, batch):
+                raise
+            raise ValueError(f"{exc} Besides, fit will never log {self.monitor!r}: {own.describe(batch)}") from None
 
     def set_monitor_op(self):
         """Choose ``monitor_op`` from ``mode`` (and, for 'auto', from the model's compiled metrics)."""

@@ -45,6 +45,8 @@ class ProgbarLogger(Callback):
     when output is not a terminal; verbose=2 prints one line per epoch.
     """
 
+    logs_added = ()     # the names it adds to the epoch logs
+
     REFRESH_S = 0.25
     WIDTH = 20
 

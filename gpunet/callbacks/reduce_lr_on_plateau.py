@@ -21,6 +21,8 @@ class ReduceLROnPlateau(MonitorCallback):
     >>> reduce_lr = ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=5, min_lr=0.001)
     """
 
+    logs_added = ("learning_rate",)     # the names it adds to the epoch logs
+
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
                  cooldown=0, min_lr=0.0):
         super().__init__(monitor, mode, min_delta=min_delta)

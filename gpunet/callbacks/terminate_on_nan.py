@@ -15,6 +15,8 @@ class TerminateOnNaN(Callback):
     and ``raise_error=True`` turns that stop into a RuntimeError.
     """
 
+    logs_added = ()     # the names it adds to the epoch logs
+
     def __init__(self, raise_error: bool = False):
         super().__init__()
         self.raise_error = raise_error

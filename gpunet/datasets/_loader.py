@@ -10,10 +10,11 @@ import sys
 import urllib.error
 import urllib.request
 import warnings
-import zipfile
+import zlib
 
 from .. import backend
-from ..fileio import atomic_write
+from ..errors import DatasetFormatError
+from ..fileio import SafeNpz, atomic_write
 from .idx import read_idx
 
 np = backend.numpy
@@ -70,40 +71,72 @@ def cache_dir() -> str:
 def _check_shapes(spec, arrays, where):
     for role, arr, shape in zip(ROLES, arrays, spec.shapes):
         if arr.shape != tuple(shape) or arr.dtype != np.uint8:
-            raise ValueError(f"{where}: {role} has shape {arr.shape} and dtype {arr.dtype}, "
-                             f"expected {tuple(shape)} uint8")
+            raise DatasetFormatError(f"{where}: {role} has shape {arr.shape} and dtype {arr.dtype}, "
+                                     f"expected {tuple(shape)} uint8", where)
     return (arrays[0], arrays[1]), (arrays[2], arrays[3])
 
 
+def read_npz_arrays(path, shapes, what="dataset"):
+    """The uint8 arrays ``ROLES`` of the ``.npz`` at ``path``, read as untrusted through :class:`SafeNpz`.
+
+    ``shapes`` are the shapes they must have. Each member's header is checked (shape, uint8) and its
+    size from the zip directory against ``prod(shape)`` bytes before anything is decompressed; members
+    not in ``ROLES`` are never decompressed. Raises :class:`DatasetFormatError` naming the file.
+    """
+    arrays = []
+    with SafeNpz(path, error=DatasetFormatError, what=what) as z:
+        for role, shape in zip(ROLES, shapes):
+            shape = tuple(shape)
+            got_shape, dtype = z.header(role)
+            if got_shape != shape or dtype != np.uint8:
+                raise DatasetFormatError(f"{path}: {role} has shape {got_shape} and dtype {dtype}, expected {shape} "
+                                         f"uint8: not the {what} (nothing was loaded)", path)
+            arrays.append(z.array(role, shape=shape, max_bytes=_count(shape)))
+    return arrays
+
+
 def read_npz(spec, path):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [r for r in ROLES if r not in data.files]
-            if missing:
-                raise ValueError(f"{path}: missing arrays {missing} (has {data.files})")
-            arrays = [data[r] for r in ROLES]
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    return _check_shapes(spec, arrays, path)
+    """``(x_train, y_train), (x_test, y_test)`` from Keras' ``.npz`` of ``spec`` (see :func:`read_npz_arrays`)."""
+    return _check_shapes(spec, read_npz_arrays(path, spec.shapes, f"{spec.name} dataset"), path)
 
 
 def read_idx_folder(spec, folder, verify=False):
+    """The four IDX files of ``spec`` in ``folder`` (``.gz``, else the raw file without ``.gz``).
+
+    Each header must declare the spec's shape as uint8 (checked before anything is allocated); with
+    ``verify`` each file must also match its published hash. Raises :class:`DatasetFormatError`."""
     arrays = []
-    for entry in spec.idx:
+    for entry, shape in zip(spec.idx, spec.shapes):
         path = os.path.join(folder, entry.name)
         if not os.path.exists(path) and path.endswith(".gz") and os.path.exists(path[:-3]):
             path = path[:-3]
-        if verify and not _idx_file_ok(entry, path):
-            raise ValueError(f"{path}: checksum mismatch (corrupt or truncated)")
+        if not os.path.isfile(path):
+            raise DatasetFormatError(f"{folder}: {entry.name} is missing; the folder must hold the four IDX files "
+                                     f"{', '.join(e.name for e in spec.idx)}", path)
+        if verify and not _idx_file_ok(entry, path, _idx_size(shape)):
+            raise DatasetFormatError(f"{path}: checksum mismatch (corrupt or truncated)", path)
         try:
-            arrays.append(read_idx(path))
+            arrays.append(read_idx(path, shape=shape, dtype=np.uint8))
         except OSError as exc:
-            raise ValueError(f"{path}: cannot read ({exc})") from None
+            raise DatasetFormatError(f"{path}: cannot read ({exc})", path) from None
     return _check_shapes(spec, arrays, folder)
 
 
-def _idx_file_ok(entry, path) -> bool:
-    """Whether ``path`` has the published ``.gz`` MD5 or the known decompressed SHA-256 (streamed)."""
+def _count(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _idx_size(shape) -> int:
+    """Bytes of a uint8 IDX file of ``shape``, decompressed: header plus values."""
+    return 4 + 4 * len(shape) + _count(shape)
+
+
+def _idx_file_ok(entry, path, limit=None) -> bool:
+    """Whether ``path`` has the published ``.gz`` MD5 or the known decompressed SHA-256 (streamed; a
+    decompressed stream longer than ``limit`` bytes is a mismatch, found without reading further)."""
     if not entry.md5 and not entry.content_sha256:
         return True
     try:
@@ -112,16 +145,20 @@ def _idx_file_ok(entry, path) -> bool:
         if entry.content_sha256:
             with open(path, "rb") as f:
                 opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
-            return _digest(opener, path, "sha256") == entry.content_sha256
-    except (OSError, EOFError):
+            return _digest(opener, path, "sha256", limit) == entry.content_sha256
+    except (OSError, EOFError, zlib.error):
         return False
     return False
 
 
-def _digest(opener, path, algorithm) -> str:
-    h = hashlib.new(algorithm)
+def _digest(opener, path, algorithm, limit=None) -> str | None:
+    """The hex digest of what ``opener(path)`` reads, 1 MiB at a time; ``None`` past ``limit`` bytes."""
+    h, total = hashlib.new(algorithm), 0
     with opener(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
+            total += len(chunk)
+            if limit is not None and total > limit:
+                return None
             h.update(chunk)
     return h.hexdigest()
 
@@ -146,7 +183,9 @@ def load(spec: Spec, path=None, verbose: bool = True, timeout: float | None = No
         try:
             return read_idx_folder(spec, path) if os.path.isdir(path) else read_npz(spec, path)
         except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{spec.name}: {path} is not a valid copy of the dataset: {exc}") from None
+            raise DatasetFormatError(f"{spec.name}: {path} is not a valid copy of the dataset: {exc}. Replace it "
+                                     f"with a fresh copy, or call load_data() without path to download a verified "
+                                     f"one", path) from None
 
     folder = os.path.join(cache_dir(), spec.name)
     found = _from_cache(spec, folder, tried)

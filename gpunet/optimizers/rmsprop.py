@@ -116,7 +116,8 @@ class RMSprop(Optimizer):
     def import_slot(self, name, array):
         if name != "velocity":
             return array
-        return (backend.numpy.asarray(array, dtype="float64") / (1 - self.rho)).astype("float32")
+        with backend.numpy.errstate(over="ignore"):       # an overflow gives inf, which set_state refuses
+            return (backend.numpy.asarray(array, dtype="float64") / (1 - self.rho)).astype("float32")
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,

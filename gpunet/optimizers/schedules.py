@@ -15,9 +15,44 @@ Python float), so nothing waits for a GPU::
 from __future__ import annotations
 
 import math
+import numbers
+
+from .. import backend
 
 __all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay",
            "InverseTimeDecay", "CosineDecay", "CosineDecayRestarts", "serialize", "deserialize"]
+
+
+# -- number checks, shared with the optimizers' hyper-parameters --------------------------------------
+def is_number(value) -> bool:
+    """A real number (Python's or NumPy's, e.g. ``np.float32(0.5)``, ``np.int64(3)``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, backend.numpy.bool_))
+
+
+def check_positive(name, value) -> float:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_fraction(name, value) -> float:
+    if not is_number(value) or not math.isfinite(value) or not 0 <= value < 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_optional(name, value):
+    """``None`` or a finite number >= 0 (as a float)."""
+    if value is not None and (not is_number(value) or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{name} must be None or a finite number >= 0, got {value!r}")
+    return None if value is None else float(value)
+
+
+def check_iterations(value) -> int:
+    """A non-negative integer below 2**62 (NumPy's too) as an int, else ValueError."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < 2 ** 62:
+        raise ValueError(f"optimizer iterations must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 class LearningRateSchedule:
@@ -44,8 +79,15 @@ class LearningRateSchedule:
 
 
 def _check_steps(name, value):
-    if value <= 0:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
+    return value
+
+
+def _finite(name, value):
+    """``value`` unchanged when it is a finite number (NumPy's too), else a ValueError naming ``name``."""
+    if not is_number(value) or not math.isfinite(value):
+        raise ValueError(f"Argument `{name}` must be a finite number. Received: {name}={value!r}")
     return value
 
 
@@ -53,9 +95,9 @@ class ExponentialDecay(LearningRateSchedule):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (integer division with ``staircase``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
-        self.initial_learning_rate = initial_learning_rate
+        self.initial_learning_rate = _finite("initial_learning_rate", initial_learning_rate)
         self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.decay_rate = decay_rate
+        self.decay_rate = _finite("decay_rate", decay_rate)
         self.staircase = staircase
         self.name = name
 
@@ -79,6 +121,9 @@ class PiecewiseConstantDecay(LearningRateSchedule):
             raise ValueError("The length of boundaries should be 1 less than the length of values. Received: "
                              f"boundaries={boundaries} of length {len(boundaries)}, and values={values} of length "
                              f"{len(values)}.")
+        for name_, numbers_ in (("boundaries", boundaries), ("values", values)):
+            for value in numbers_:
+                _finite(name_, value)
         self.boundaries = boundaries
         self.values = values
         self.name = name
@@ -100,10 +145,10 @@ class PolynomialDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False,
                  name="PolynomialDecay"):
-        self.initial_learning_rate = initial_learning_rate
+        self.initial_learning_rate = _finite("initial_learning_rate", initial_learning_rate)
         self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.end_learning_rate = end_learning_rate
-        self.power = power
+        self.end_learning_rate = _finite("end_learning_rate", end_learning_rate)
+        self.power = _finite("power", power)
         self.cycle = cycle
         self.name = name
 
@@ -126,9 +171,9 @@ class InverseTimeDecay(LearningRateSchedule):
     """``initial_learning_rate / (1 + decay_rate * step / decay_steps)`` (floored ratio with ``staircase``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"):
-        self.initial_learning_rate = initial_learning_rate
+        self.initial_learning_rate = _finite("initial_learning_rate", initial_learning_rate)
         self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.decay_rate = decay_rate
+        self.decay_rate = _finite("decay_rate", decay_rate)
         self.staircase = staircase
         self.name = name
 
@@ -153,12 +198,12 @@ class CosineDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None,
                  warmup_steps=0):
-        self.initial_learning_rate = initial_learning_rate
+        self.initial_learning_rate = _finite("initial_learning_rate", initial_learning_rate)
         self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.alpha = alpha
+        self.alpha = _finite("alpha", alpha)
         self.name = name
-        self.warmup_steps = warmup_steps
-        self.warmup_target = warmup_target
+        self.warmup_steps = _finite("warmup_steps", warmup_steps)
+        self.warmup_target = None if warmup_target is None else _finite("warmup_target", warmup_target)
 
     def __call__(self, step):
         step, steps, initial = float(step), float(self.decay_steps), float(self.initial_learning_rate)
@@ -181,11 +226,11 @@ class CosineDecayRestarts(LearningRateSchedule):
     i-th starting from ``initial_learning_rate * m_mul**i``; ``alpha`` is the floor's fraction."""
 
     def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"):
-        self.initial_learning_rate = initial_learning_rate
+        self.initial_learning_rate = _finite("initial_learning_rate", initial_learning_rate)
         self.first_decay_steps = _check_steps("first_decay_steps", first_decay_steps)
-        self.t_mul = t_mul
-        self.m_mul = m_mul
-        self.alpha = alpha
+        self.t_mul = _finite("t_mul", t_mul)
+        self.m_mul = _finite("m_mul", m_mul)
+        self.alpha = _finite("alpha", alpha)
         self.name = name
 
     def __call__(self, step):

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 from .. import backend, losses
+from ..callbacks import FitLogs
 from ..errors import ShapeError
-from ..layers import Layer
+from ..layers import Dense, Layer
 from ..tensor import Tensor
 
 np = backend.numpy
@@ -83,8 +84,29 @@ def check_data(model, x, y=None, where="fit"):
         raise TypeError(f"{where}: y must hold numbers, got dtype {y.dtype}")
     if y.dtype.kind == "f" and not all_finite(y):
         raise ValueError(f"{where}: y contains NaN or infinite values; clean the targets first")
-    check_targets(model, y, where, x.shape)
+    try:
+        check_targets(model, y, where, x.shape)
+    except ShapeError as exc:
+        raise ShapeError(f"{exc}{flatten_hint(model, x.shape)}") from None
     return x, y
+
+
+def flatten_hint(model, x_shape) -> str:
+    """For samples with several axes (``x`` of shape ``(n, 5, 4)``) giving outputs with several axes: why
+    (Dense works on the last axis, as in Keras) and the fix (Flatten, or a reshape); else ``''``."""
+    if len(x_shape) <= 2:
+        return ""
+    out = tuple(model.compute_output_shape((None,) + tuple(x_shape[1:])))
+    if len(out) <= 2:
+        return ""
+    width = math.prod(x_shape[1:])
+    why = "Dense works on the last axis of its input (as in Keras)" if any(isinstance(layer, Dense)
+                                                                          for layer in model.layers) \
+        else "the layers keep the extra axes"
+    return (f". x has shape {tuple(x_shape)}, and {why}, so the "
+            f"model's outputs have shape {str(('n',) + out[1:]).replace(chr(39), '')}: for one output per sample "
+            f"add layers.Flatten() before the first Dense, or reshape x to (n, {width}) with "
+            f"x.reshape((len(x), {width}))")
 
 
 def check_targets(model, y, where, x_shape) -> None:
@@ -171,3 +193,45 @@ def validation_due(epoch, validation_freq) -> bool:
     """Validate after ``epoch`` (0-based)? (Keras' rule.)"""
     epoch += 1
     return epoch % validation_freq == 0 if isinstance(validation_freq, int) else epoch in validation_freq
+
+
+def check_fit_arguments(batch_size, epochs, initial_epoch, steps_per_epoch, validation_split, verbose,
+                        validation_freq):
+    """``fit``'s scalar arguments checked; returns ``(batch_size, verbose, validation_freq)`` standardized."""
+    batch_size = batch_size_or_default(batch_size)
+    check_int("epochs", epochs, 0)
+    check_int("initial_epoch", initial_epoch, 0)
+    if steps_per_epoch is not None:
+        check_int("steps_per_epoch", steps_per_epoch, 1)
+    if not isinstance(validation_split, (int, float, np.integer, np.floating)) or isinstance(validation_split, bool) \
+            or not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must lie in [0, 1), got {validation_split!r}")
+    return batch_size, check_verbose(verbose), check_validation_freq(validation_freq)
+
+
+def validation_arrays(model, x, y, w, validation_data, validation_split):
+    """``(x, y, w, vx, vy, vw)``: the training arrays and the validation ones (``validation_data``
+    checked, or the last ``validation_split`` of the samples, as Keras takes them; None, None, None
+    without validation)."""
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
+        vx, vy = check_data(model, *validation_data[:2], where="fit (validation_data)")
+        vw = sample_weights(vx, vy, validation_data[2], None, "fit (validation_data)") \
+            if len(validation_data) == 3 else None
+        return x, y, w, vx, vy, vw
+    if not validation_split:
+        return x, y, w, None, None, None
+    split = int(len(x) * (1 - validation_split))
+    if split == 0 or split == len(x):
+        raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
+                         f"samples out of {len(x)}")
+    vw = None if w is None else w[split:]
+    return x[:split], y[:split], None if w is None else w[:split], x[split:], y[split:], vw
+
+
+def logged_names(model, validation: bool) -> FitLogs:
+    """What ``fit`` will log (a :class:`~gpunet.callbacks.FitLogs`): ``loss`` and the compiled metrics,
+    each also as ``val_<name>`` with validation data."""
+    names = ["loss", *model.compiled_metrics.names]
+    return FitLogs(names + (["val_" + n for n in names] if validation else []), names, validation)

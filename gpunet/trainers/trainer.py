@@ -28,6 +28,7 @@ from . import input_checks as checks
 from .epoch_iterator import EpochIterator, SingleProcess, count_steps, to_device
 from .gradients import TapelessGradients, compute_loss, loss_on_logits, make_gradients
 from .guards import DeferredInterrupt, LossGuard
+from .rollback import Unchanged
 from .running_sums import CompiledMetrics, RunningSums
 from .step_graphs import step_graphs_for
 
@@ -132,43 +133,35 @@ class Trainer:
         ranks; every rank must call ``fit`` with the whole dataset and ends with the same weights.
         """
         self._require_compiled("fit")
-        batch_size = checks.batch_size_or_default(batch_size)
-        checks.check_int("epochs", epochs, 0)
-        checks.check_int("initial_epoch", initial_epoch, 0)
-        if steps_per_epoch is not None:
-            checks.check_int("steps_per_epoch", steps_per_epoch, 1)
-        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must lie in [0, 1), got {validation_split!r}")
-        verbose = checks.check_verbose(verbose)
-        validation_freq = checks.check_validation_freq(validation_freq)
+        batch_size, verbose, validation_freq = checks.check_fit_arguments(
+            batch_size, epochs, initial_epoch, steps_per_epoch, validation_split, verbose, validation_freq)
         x, y = checks.check_data(self, x, y, "fit")
         w = checks.sample_weights(x, y, sample_weight, class_weight, "fit")
         strategy = self._strategy(distributed, "fit")
         if not strategy.is_root:
             verbose = 0              # rank 0 shows the progress
-        vw = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
-            vx, vy = checks.check_data(self, *validation_data[:2], where="fit (validation_data)")
-            if len(validation_data) == 3:
-                vw = checks.sample_weights(vx, vy, validation_data[2], None, "fit (validation_data)")
-        elif validation_split:
-            split = int(len(x) * (1 - validation_split))
-            if split == 0 or split == len(x):
-                raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
-                                 f"samples out of {len(x)}")
-            x, vx, y, vy = x[:split], x[split:], y[:split], y[split:]
-            if w is not None:
-                w, vw = w[:split], w[split:]
-        else:
-            vx = vy = None
-        if not self.built:
-            self.build((None,) + tuple(x.shape[1:]))
+        x, y, w, vx, vy, vw = checks.validation_arrays(self, x, y, w, validation_data, validation_split)
         steps = count_steps(len(x), batch_size, steps_per_epoch)
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": len(x),
                   "verbose": verbose, "rank": strategy.rank}
         cbs = CallbackList(callbacks, self, params)
+        cbs.check_before_fit(checks.logged_names(self, vx is not None))
+        with Unchanged(self) as before:     # a failure before the first step leaves the model as it was
+            run = self._start_fit(x, y, w, vx, vy, vw, validation_freq, batch_size, steps_per_epoch, shuffle,
+                                  strategy, steps, initial_epoch, cbs)
+        with run.interrupt, before.until_changed(lambda: self.optimizer.iterations):
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch, {})
+                if not self._run_epoch(run, epoch):
+                    break
+            cbs.on_train_end({name: values[-1] for name, values in self.history.history.items()})
+        return self.history
+
+    def _start_fit(self, x, y, w, vx, vy, vw, validation_freq, batch_size, steps_per_epoch, shuffle, strategy,
+                   steps, initial_epoch, cbs) -> _Run:
+        """Build the model when unbuilt, move the data to the device, set up the run, start the callbacks."""
+        if not self.built:
+            self.build((None,) + tuple(x.shape[1:]))
         self._resolve_metrics(y.shape)
         interrupt = DeferredInterrupt()
         strategy.start(self, self.trainable_weights, len(x), len(self.compiled_metrics),
@@ -183,14 +176,8 @@ class Trainer:
         run.graphs = step_graphs_for(self, run)      # CUDA graphs of the step (jit_compile=True on a GPU)
         self._last_fit = {"tapeless": isinstance(run.gradients, TapelessGradients), "guard": guard,
                           "graphs": run.graphs}
-        with interrupt:
-            cbs.on_train_begin({})
-            for epoch in range(initial_epoch, epochs):
-                cbs.on_epoch_begin(epoch, {})
-                if not self._run_epoch(run, epoch):
-                    break
-            cbs.on_train_end({name: values[-1] for name, values in self.history.history.items()})
-        return self.history
+        cbs.on_train_begin({})
+        return run
 
     def _run_epoch(self, run, epoch) -> bool:
         """One epoch of :meth:`fit`; False when training must stop."""
@@ -306,9 +293,10 @@ class Trainer:
         """One checked batch on the device, with the model built and the metrics resolved."""
         x, y = checks.check_data(self, x, y, where)
         w = checks.sample_weights(x, y, sample_weight, class_weight, where)
-        if not self.built:
-            self.build((None,) + tuple(x.shape[1:]))
-        self._resolve_metrics(y.shape)
+        with Unchanged(self):
+            if not self.built:
+                self.build((None,) + tuple(x.shape[1:]))
+            self._resolve_metrics(y.shape)
         return (to_device(self.device, x), to_device(self.device, y),
                 None if w is None else to_device(self.device, w))
 
@@ -327,13 +315,14 @@ class Trainer:
         x, y = checks.check_data(self, x, y, "evaluate")
         w = checks.sample_weights(x, y, sample_weight, None, "evaluate")
         strategy = self._strategy(distributed, "evaluate")
-        if not self.built:
-            self.build((None,) + tuple(x.shape[1:]))
-        self._resolve_metrics(y.shape)
-        lo, hi = strategy.shard(0, len(x))
-        logs, n, seconds = self._evaluate_arrays(to_device(self.device, x[lo:hi]), to_device(self.device, y[lo:hi]),
-                                                 None if w is None else to_device(self.device, w[lo:hi]),
-                                                 batch_size, strategy, sharded=True)
+        with Unchanged(self):        # a failure leaves the model as it was (unbuilt, if it was)
+            if not self.built:
+                self.build((None,) + tuple(x.shape[1:]))
+            self._resolve_metrics(y.shape)
+            lo, hi = strategy.shard(0, len(x))
+            logs, n, seconds = self._evaluate_arrays(to_device(self.device, x[lo:hi]), to_device(self.device, y[lo:hi]),
+                                                     None if w is None else to_device(self.device, w[lo:hi]),
+                                                     batch_size, strategy, sharded=True)
         if verbose and strategy.is_root:
             print(format_evaluation(-(-n // batch_size), seconds, logs))
         return self._results(logs, return_dict)
@@ -364,11 +353,12 @@ class Trainer:
         """Model outputs for ``x`` as a host NumPy array (final activations applied)."""
         batch_size = checks.batch_size_or_default(batch_size)
         x, _ = checks.check_data(self, x, None, "predict")
-        if not self.built:
-            self.build((None,) + tuple(x.shape[1:]))
-        xd = to_device(self.device, x)
-        outs = [self.call(Tensor.wrap(xd[lo:lo + batch_size], self.device), training=False).data
-                for lo in range(0, len(xd), batch_size)]
+        with Unchanged(self):        # a failure leaves the model as it was (unbuilt, if it was)
+            if not self.built:
+                self.build((None,) + tuple(x.shape[1:]))
+            xd = to_device(self.device, x)
+            outs = [self.call(Tensor.wrap(xd[lo:lo + batch_size], self.device), training=False).data
+                    for lo in range(0, len(xd), batch_size)]
         return self.device.to_host(self.device.xp.concatenate(outs))   # concatenate made a fresh array
 
     # ------------------------------------------------------------------- helpers
