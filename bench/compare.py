@@ -2,13 +2,21 @@
 """Train the chapter's network with gpunet, a hand-written NumPy/CuPy loop and PyTorch; print a table.
 
     python bench/compare.py --device cpu --epochs 3 [--json results.json]
+    python bench/compare.py --model convnet --epochs 2      # the book's convnet: gpunet and PyTorch
 
 All runs use the same data, initial weights, batch order and hyper-parameters
 (784-512-10, RMSprop lr=1e-3 rho=0.9, batch 128, uint8 images scaled per batch).
 Epochs are interleaved (gpunet, reference, torch; then reference, torch, gpunet; ...) in one process so
 that machine noise hits all alike; the table gives the median seconds per epoch,
 ratios, test accuracy, and the peak memory of each run measured alone in a
-subprocess (host RSS; device memory from CuPy's pool on GPU).
+subprocess (host RSS; device memory from CuPy's pool on GPU). PyTorch uses all cores, or
+``OMP_NUM_THREADS`` when set (with ``OPENBLAS_NUM_THREADS`` the same, both libraries use that many).
+
+``--model convnet``: the book's convnet (examples/mnist_convnet.py: Conv2D 32-64-64 3x3 ReLU, two 2x2
+max-poolings, Dense 64 and 10; RMSprop, batch 64, uint8 images (n, 28, 28, 1) scaled by its first
+layer) against the same network in PyTorch (NCHW, gpunet's initial weights transposed to its layout:
+``reference.torch_convnet_setup``); the two are checked to compute the same function before timing.
+There is no hand-written NumPy reference for the convnet.
 """
 import argparse
 import json
@@ -47,10 +55,23 @@ def load(dataset):
     return x.reshape(len(x), 784), y, xt.reshape(len(xt), 784), yt
 
 
-def build(device):
+INPUT_SHAPES = {"dense": (784,), "convnet": (28, 28, 1)}
+DESCRIPTIONS = {"dense": "784-512-10 RMSprop", "convnet": "the book's convnet (Conv2D 32-64-64, Dense 64-10), RMSprop"}
+
+
+def build(device, model="dense"):
     net = models.Sequential(device=device)
-    net.add(layers.Rescaling(1 / 255, input_shape=(784,)))
-    net.add(layers.Dense(512, activation="relu"))
+    net.add(layers.Rescaling(1 / 255, input_shape=INPUT_SHAPES[model]))
+    if model == "convnet":
+        net.add(layers.Conv2D(32, (3, 3), activation="relu"))
+        net.add(layers.MaxPooling2D((2, 2)))
+        net.add(layers.Conv2D(64, (3, 3), activation="relu"))
+        net.add(layers.MaxPooling2D((2, 2)))
+        net.add(layers.Conv2D(64, (3, 3), activation="relu"))
+        net.add(layers.Flatten())
+        net.add(layers.Dense(64, activation="relu"))
+    else:
+        net.add(layers.Dense(512, activation="relu"))
     net.add(layers.Dense(10, activation="softmax"))
     net.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
     return net
@@ -68,7 +89,7 @@ def peak_device_bytes():
 def run_alone(impl, args):
     """Peak host RSS (MiB) of one implementation training ``args.epochs`` epochs alone, in a subprocess."""
     cmd = [sys.executable, __file__, "--device", args.device, "--epochs", str(args.epochs), "--dataset",
-           args.dataset, "--only", impl]
+           args.dataset, "--model", args.model, "--batch-size", str(args.batch_size), "--only", impl]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return None
@@ -79,7 +100,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--model", default="dense", choices=["dense", "convnet"],
+                   help="dense: the chapter's 784-512-10 (default); convnet: the book's convnet")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 (dense), 64 (convnet)")
     p.add_argument("--dataset", default="auto", choices=["auto", "fashion-mnist", "mnist", "mnist-sample", "synthetic"])
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--no-torch", action="store_true")
@@ -87,18 +110,21 @@ def main():
     args = p.parse_args()
     if args.dataset == "auto":
         args.dataset = "fashion-mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "synthetic"
+    if args.batch_size is None:
+        args.batch_size = 64 if args.model == "convnet" else 128
     dev = gpunet.device(args.device)
     x, y, xt, yt = load(args.dataset)
+    x, xt = x.reshape((len(x),) + INPUT_SHAPES[args.model]), xt.reshape((len(xt),) + INPUT_SHAPES[args.model])
     bs = args.batch_size
 
     gpunet.random.seed(0)
-    net = build(dev)
+    net = build(dev, args.model)
     weights = net.get_weights()
-    impls = ["gpunet", "reference"]
+    impls = ["gpunet", "reference"] if args.model == "dense" else ["gpunet"]
     try:
         if not args.no_torch and args.only in (None, "torch"):
             import torch
-            torch.set_num_threads(os.cpu_count())
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()))   # as NumPy's BLAS
             impls.append("torch")
     except ImportError:
         torch = None
@@ -112,8 +138,15 @@ def main():
         ref = reference.NumpyNet(weights, xp=xp)
     if "torch" in impls:
         tdev = "cuda" if dev.is_gpu else "cpu"
-        tmodel, topt = reference.torch_setup(weights, tdev)
-        tx, ty = torch.tensor(x, device=tdev), torch.tensor(y.astype(np.int64), device=tdev)
+        if args.model == "convnet":
+            tmodel, topt = reference.torch_convnet_setup(weights, tdev)
+            nchw = (lambda a: torch.tensor(a, device=tdev).permute(0, 3, 1, 2).contiguous())
+            tx, txt = nchw(x), nchw(xt)
+            check_same_function(net, tmodel, x[:64], tx[:64])
+        else:
+            tmodel, topt = reference.torch_setup(weights, tdev)
+            tx, txt = torch.tensor(x, device=tdev), torch.tensor(xt, device=tdev)
+        ty = torch.tensor(y.astype(np.int64), device=tdev)
     times = {k: [] for k in impls}
     y1h = to_categorical(y, 10)
     for epoch in range(args.epochs):
@@ -139,7 +172,7 @@ def main():
     if "reference" in impls:
         acc["reference"] = ref.predict_accuracy(dev.asarray(xt), dev.asarray(yt))
     if "torch" in impls:
-        acc["torch"] = reference.torch_accuracy(tmodel, torch.tensor(xt, device=tdev), torch.tensor(yt, device=tdev))
+        acc["torch"] = reference.torch_accuracy(tmodel, txt, torch.tensor(yt, device=tdev))
     if args.only:
         rss = _peak_rss_mib()
         print(json.dumps({"peak_rss_mib": rss, "device_pool_mib": peak_device_bytes() / 2 ** 20,
@@ -149,7 +182,7 @@ def main():
     mem = {impl: run_alone(impl, args) for impl in impls}
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
-    print(f"\n{args.epochs} epochs of 784-512-10 RMSprop on {args.dataset} ({len(x)} images), batch {bs}, "
+    print(f"\n{args.epochs} epochs of {DESCRIPTIONS[args.model]} on {args.dataset} ({len(x)} images), batch {bs}, "
           f"device {dev}; epochs interleaved in one process")
     print(f"{'implementation':<16}{'s/epoch (median)':>18}{'gpunet ratio':>14}{'paired':>8}{'test acc':>10}"
           f"{'peak RSS MiB':>14}" + ("{:>14}".format("device MiB") if dev.is_gpu else ""))
@@ -172,10 +205,23 @@ def main():
         if dev.is_gpu:
             versions["cupy"] = gpunet.backend.cupy_module().__version__
         meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "processor": _cpu_name(),
-                "cores": os.cpu_count(), "device": str(dev), "dataset": args.dataset, "epochs": args.epochs,
-                "batch_size": bs, "versions": versions}
+                "cores": os.cpu_count(), "device": str(dev), "model": args.model, "dataset": args.dataset,
+                "epochs": args.epochs,
+                "batch_size": bs, "versions": versions,
+                "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+                "load_average_after": os.getloadavg()}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": rows}, f, indent=2)
+
+
+def check_same_function(net, tmodel, x, tx):
+    """The PyTorch convnet with gpunet's weights must give gpunet's probabilities (float32 rounding aside)."""
+    import torch
+    with torch.no_grad():
+        theirs = torch.softmax(tmodel(tx.float() / 255), dim=1).cpu().numpy()
+    err = float(np.abs(net.predict(x) - theirs).max())
+    if err > 1e-4:
+        raise SystemExit(f"compare.py: the PyTorch convnet does not compute gpunet's function (max |dp| {err:.2e})")
 
 
 def _peak_rss_mib():

@@ -96,6 +96,28 @@ def torch_setup(weights, device="cpu"):
     return model, opt
 
 
+def torch_convnet_setup(weights, device="cpu"):
+    """The book's convnet in PyTorch (NCHW) with gpunet's initial ``weights`` (Keras layout: kernels
+    (kh, kw, in, out), the first Dense's rows in channels-last (h, w, c) order), and ``torch.optim.RMSprop``
+    with Keras' hyper-parameters as in :func:`torch_setup` (eps outside the square root: PyTorch's form).
+    Takes NCHW uint8 batches (n, 1, 28, 28) through :func:`torch_epoch`."""
+    import torch
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(576, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
+    w = [np.asarray(a, dtype=np.float32) for a in weights]
+    w[6] = w[6].reshape(3, 3, 64, 64).transpose(2, 0, 1, 3).reshape(576, 64)    # rows (h, w, c) -> (c, h, w)
+    targets = [model[0], model[3], model[6], model[9], model[11]]
+    with torch.no_grad():
+        for i, layer in enumerate(targets):
+            kernel = w[2 * i].transpose(3, 2, 0, 1) if w[2 * i].ndim == 4 else w[2 * i].T
+            layer.weight.copy_(torch.tensor(np.ascontiguousarray(kernel)))
+            layer.bias.copy_(torch.tensor(w[2 * i + 1]))
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    return model, opt
+
+
 def torch_epoch(model, opt, x, labels, order, batch_size):
     import torch
     f = torch.nn.functional
@@ -114,8 +136,11 @@ def torch_epoch(model, opt, x, labels, order, batch_size):
     return float(loss_sum) / len(x), float(hit_sum) / len(x)
 
 
-def torch_accuracy(model, x, labels):
+def torch_accuracy(model, x, labels, batch=1024):
     import torch
+    hits = 0
     with torch.no_grad():
-        z = model(x.float() / 255)
-        return float((z.argmax(1) == labels).float().mean())
+        for lo in range(0, len(x), batch):
+            z = model(x[lo:lo + batch].float() / 255)
+            hits += int((z.argmax(1) == labels[lo:lo + batch]).sum())
+    return hits / len(x)

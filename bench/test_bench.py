@@ -54,8 +54,18 @@ def test_softmax_cross_entropy_forward_backward(timed, dev):
     timed(step)
 
 
+@pytest.fixture(params=["kernels", "twins"])
+def cpu_path(request, monkeypatch, dev):
+    """On the CPU, the fused kernels built for it or the NumPy twins (``GPUNET_CPU_KERNELS=1``/``0``): the
+    before/after of gpunet/kernels/host.py. On a GPU only 'kernels'."""
+    if dev.is_gpu and request.param == "twins":
+        pytest.skip("a GPU runs its CUDA kernels")
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "1" if request.param == "kernels" else "0")
+    return request.param
+
+
 @pytest.mark.parametrize("name", ["sgd", "sgd_momentum", "rmsprop", "adam"])
-def test_optimizer_step(timed, dev, name):
+def test_optimizer_step(timed, dev, name, cpu_path):
     opt = optimizers.SGD(momentum=0.9) if name == "sgd_momentum" else optimizers.get(name)
     params = [t(dev, D, H, grad=True), t(dev, H, grad=True), t(dev, H, C, grad=True), t(dev, C, grad=True)]
     grads = [gpunet.tensor(np.ones(p.shape, np.float32) * 1e-3, device=dev) for p in params]
@@ -73,7 +83,7 @@ def chapter_model(dev):
 
 
 @pytest.mark.parametrize("path", ["tapeless", "taped"])
-def test_training_step(timed, dev, path):
+def test_training_step(timed, dev, path, cpu_path):
     """One optimizer step of the chapter's network (``train_on_batch``: tapeless, or through the tape;
     includes its input checks and reading the loss back)."""
     net = chapter_model(dev)

@@ -26,6 +26,7 @@ Example (the chapter's Dense layer, ``relu(dot(input, W) + b)``):
 from __future__ import annotations
 
 from . import functional as F
+from . import functional_conv as FC
 from .functional import unbroadcast
 from .tensor import Tensor, apply, as_tensor, compare, true_divide
 
@@ -34,7 +35,7 @@ __all__ = [
     "matmul", "dot", "relu", "sigmoid", "tanh", "exp", "log", "softmax", "log_softmax",
     "sum", "mean", "max", "min", "maximum", "minimum", "where", "clip", "reshape", "transpose",
     "getitem", "concatenate", "stack", "astype", "to_device", "dense", "unbroadcast",
-    "softmax_cross_entropy", "compare",
+    "softmax_cross_entropy", "compare", "conv2d", "max_pool2d", "avg_pool2d",
 ]
 
 
@@ -243,3 +244,36 @@ def dense(x, kernel, bias=None, activation: str | None = None) -> Tensor:
     if bias is None:
         return apply(F.dense, (x, kernel), None, activation)
     return apply(F.dense, (x, kernel, bias), activation)
+
+
+# ------------------------------------------------------- convolution, pooling
+def conv2d(x, kernel, bias=None, strides=(1, 1), padding: str = "valid") -> Tensor:
+    """2D convolution (cross-correlation, as Keras computes it) of channels-last images.
+
+    Shapes: x ``(n, H, W, C)``, kernel ``(kh, kw, C, filters)``, bias ``(filters,)`` or None ->
+    ``(n, out_h, out_w, filters)``; ``strides`` an int or a pair; ``padding`` 'valid' (no padding) or
+    'same' (``out = ceil(in / stride)``, zeros around, the odd one on the bottom/right as in TensorFlow).
+    Computed as im2col and one matrix product; gradients for x, kernel and bias.
+
+    >>> import gpunet
+    >>> x = gpunet.ones((1, 4, 4, 1)); k = gpunet.ones((3, 3, 1, 2))
+    >>> conv2d(x, k, padding='same').numpy()[0, :, :, 0]
+    array([[4., 6., 6., 4.],
+           [6., 9., 9., 6.],
+           [6., 9., 9., 6.],
+           [4., 6., 6., 4.]], dtype=float32)
+    """
+    operands = (x, kernel) if bias is None else (x, kernel, bias)
+    return apply(FC.conv2d, operands, strides=strides, padding=str(padding).lower())
+
+
+def max_pool2d(x, pool_size=(2, 2), strides=None, padding: str = "valid") -> Tensor:
+    """Max pooling of channels-last images ``(n, H, W, C)`` (``strides`` default to ``pool_size``); the
+    gradient of each window goes to its first maximum in row-major order (TensorFlow's choice)."""
+    return apply(FC.max_pool2d, (as_tensor(x),), pool_size, strides, str(padding).lower())
+
+
+def avg_pool2d(x, pool_size=(2, 2), strides=None, padding: str = "valid") -> Tensor:
+    """Average pooling of channels-last images; with 'same' padding each window averages only its
+    positions inside the image (TensorFlow's rule)."""
+    return apply(FC.avg_pool2d, (as_tensor(x),), pool_size, strides, str(padding).lower())

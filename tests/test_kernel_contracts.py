@@ -256,8 +256,10 @@ def test_weight_decay_applies_where_its_float32_is_not_zero(dev):
 # ------------------------------------------------------------------ layouts: only flat C-ordered buffers reach a kernel
 @pytest.fixture
 def forced_gpu(monkeypatch):
-    """The GPU branches run with NumPy arrays standing in for device arrays; launches are recorded."""
+    """The GPU branches run with NumPy arrays standing in for device arrays; launches are recorded (the
+    CPU's parameters take the twins: GPUNET_CPU_KERNELS=0)."""
     launched = []
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     monkeypatch.setattr(cuda.Source, "launch", lambda source, name, n, args: launched.append(name))
     return launched

@@ -9,7 +9,7 @@ import pytest
 
 import gpunet
 from gpunet import kernels, optimizers
-from gpunet.kernels import cuda
+from gpunet.kernels import conv_cuda, cuda
 
 rng = np.random.default_rng(5)
 F = np.float32
@@ -260,6 +260,13 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
         param = gpunet.tensor(np.ones(6, F), requires_grad=True)
         param.device = __import__("types").SimpleNamespace(is_gpu=True, xp=np, context=__import__("contextlib").nullcontext())     # a stand-in GPU
         opt.apply([np.ones(6, F)], [param], halt=halt)
+    x4, window = np.zeros((2, 5, 4, 3), F), (3, 2, 2, 1, 1, 0, 3, 3)        # convolution and pooling
+    cols = conv_cuda.im2col(np, x4, *window)
+    conv_cuda.col2im(np, cols, 2, 5, 4, 3, *window)
+    y4, arg = conv_cuda.max_pool2d(np, x4, *window)
+    conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window)
+    conv_cuda.avg_pool2d(np, x4, *window)
+    conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
     assert set(launched) == set(sig)
     before = len(launched)          # strided views are not flat buffers: the twin runs instead of a kernel
     np.testing.assert_array_equal(kernels.bias_act(np, y1h.T, None, "relu", out=np.empty((3, 4), F)), y1h.T)

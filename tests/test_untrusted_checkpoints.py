@@ -223,7 +223,7 @@ def test_a_bad_rng_state_is_refused_and_changes_nothing(tmp_path, mutate):
     (lambda d: d["model"].pop("layers"), "model.layers"),
     (lambda d: d["model"].__setitem__("layers", "Dense"), "model.layers"),
     (lambda d: d["model"]["layers"][0].pop("config"), "model.layers"),
-    (lambda d: d["model"]["layers"][0].__setitem__("class", "Conv2D"), "unknown layer class 'Conv2D'"),
+    (lambda d: d["model"]["layers"][0].__setitem__("class", "Conv3D"), "unknown layer class 'Conv3D'"),
     (lambda d: d["model"]["layers"][0]["config"].__setitem__("units", "5"), "units"),
     (lambda d: d["model"]["layers"][0]["config"].__setitem__("activation", 3), "rebuilt"),
     (lambda d: d["model"].__setitem__("compile", {"optimizer": 1}), "rebuilt"),

@@ -3,8 +3,10 @@
 A :class:`Source` reads one ``.cu`` file (package data) when its module is imported; CuPy
 compiles it on the first launch (once per process and GPU; CuPy caches the binary on disk).
 Every kernel is a grid-stride loop, so any element count runs on a capped grid. Without a
-GPU nothing here touches CuPy: the NumPy twins run instead, and the test suite compiles every
-registered source with nvcc for sm_80 and sm_90.
+GPU nothing here touches CuPy: launched with NumPy arrays, a kernel runs on the CPU, built from the same
+source by the system C++ compiler (:mod:`.host`: OpenMP, the twins' bits), or, when that is turned off
+or impossible, the caller runs its NumPy twin (:func:`fused`, and :meth:`Source.launch` returns False).
+The test suite compiles every registered source with nvcc for sm_80 and sm_90.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pathlib
 import re
 
 from .. import backend
+from . import host
 
 np = backend.numpy
 
@@ -26,6 +29,17 @@ SOURCES: list["Source"] = []    # every Source created (the tests compile and ch
 def is_gpu(xp) -> bool:
     """True when ``xp`` is CuPy (the arrays live on a GPU and a kernel can be launched)."""
     return xp is not np
+
+
+def fused(xp) -> bool:
+    """True when a fused kernel can run on ``xp``'s arrays: CuPy, or NumPy with the CPU kernels on
+    (:func:`.host.enabled`: not turned off by ``GPUNET_CPU_KERNELS=0``, no failed build)."""
+    return is_gpu(xp) or host.enabled()
+
+
+def cpu_kernels() -> bool:
+    """True when kernels launched with NumPy arrays run on the CPU (:func:`.host.enabled`)."""
+    return host.enabled()
 
 
 def capturing(xp) -> bool:
@@ -106,6 +120,7 @@ class Source:
         self.kernel_names = tuple(re.findall(r"__global__\s+void\s+(\w+)", self.code))
         self._modules = {}      # GPU index -> cupy.RawModule
         self._functions = {}    # (GPU index, kernel name) -> compiled kernel, looked up once
+        self._host = None       # the CPU build (host.HostModule), made at the first launch on NumPy arrays
         SOURCES.append(self)
 
     def function(self, name: str):
@@ -122,7 +137,19 @@ class Source:
             fn = self._functions[(gpu, name)] = module.get_function(name)
         return fn
 
-    def launch(self, name: str, n: int, args: tuple) -> None:
-        """Run kernel ``name`` over ``n`` elements (a grid-stride loop) with ``args``."""
+    def host_module(self) -> "host.HostModule":
+        """This source built for the CPU (built at first use)."""
+        if self._host is None:
+            self._host = host.HostModule(self.path.name, self.code)
+        return self._host
+
+    def launch(self, name: str, n: int, args: tuple) -> bool:
+        """Run kernel ``name`` over ``n`` elements (a grid-stride loop) with ``args``; True when it ran.
+        NumPy arrays among ``args``: on the CPU (:meth:`.host.HostModule.try_launch`; False when the CPU
+        kernels are off or cannot be built: the caller then runs the twin)."""
+        for a in args:
+            if type(a) is np.ndarray:
+                return self.host_module().try_launch(name, n, args)
         blocks = int(min(max(-(-n // THREADS_PER_BLOCK), 1), MAX_BLOCKS))
         self.function(name)((blocks,), (THREADS_PER_BLOCK,), args)
+        return True

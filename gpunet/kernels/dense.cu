@@ -6,10 +6,15 @@ extern "C" {
 // subnormal result to zero. A comparison may or may not flush, at the compiler's choice (on an H200,
 // CuPy 14.2, `y > 0` in relu_bwd did and `v > 0 || v != v` in bias_act_fwd did not), so the tests
 // against zero below are written on the bits, as a flushing unit compares: a subnormal is zero.
+// The CPU build (gpunet/kernels/host.py) keeps IEEE subnormals, as its NumPy twins do: there a plain v > 0.
+#ifdef GPUNET_IEEE_SUBNORMALS
+__device__ __forceinline__ bool above_zero(float v) { return v > 0.0f; }
+#else
 __device__ __forceinline__ bool above_zero(float v) {        // v > 0 with subnormals as 0; NaN: false
     int bits = __float_as_int(v);
     return bits >= 0x00800000 && bits <= 0x7f800000;
 }
+#endif
 __device__ __forceinline__ bool not_a_number(float v) { return (__float_as_int(v) & 0x7fffffff) > 0x7f800000; }
 
 // y = act(z + b[col]), the twin's xp.add(z, b) then xp.maximum(z, 0). b may be null (no bias: z is

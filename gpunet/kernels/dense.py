@@ -1,6 +1,7 @@
 """The dense layer's array math: bias + activation, the ReLU backward, and the matrix products.
 
-``bias_act``, ``act_backward`` and ``bias_grad`` are kernels (``dense.cu``) with NumPy twins;
+``bias_act``, ``act_backward`` and ``bias_grad`` are kernels (``dense.cu``, on a GPU or built for the
+CPU: :mod:`.host`) with NumPy twins;
 ``dense_forward``/``dense_backward`` add the products (BLAS on the CPU, cuBLAS through CuPy; while a
 CUDA graph is being captured, which cuBLAS refuses, the capture-safe kernel of :mod:`.gemm`).
 All arrays are float32; ``x2`` is the layer input as a matrix ``(n, in)``. Every function can write
@@ -34,10 +35,10 @@ def bias_act(xp, z, b, activation, out=None):
         raise ValueError(f"bias_act supports activations None, 'linear', 'relu'; got {activation!r}")
     out = z if out is None else out
     code = ACTIVATION_CODES[activation]
-    if cuda.is_gpu(xp) and z.dtype == "float32" and _flat(z, out) and \
-            (b is None or (b.dtype == "float32" and b.shape == z.shape[-1:] and _flat(b))):
-        SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(z.shape[-1]),
-                                               cuda.i32(code)))
+    if cuda.fused(xp) and z.dtype == "float32" and out.dtype == "float32" and out.shape == z.shape and \
+            _flat(z, out) and (b is None or (b.dtype == "float32" and b.shape == z.shape[-1:] and _flat(b))) and \
+            SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(z.shape[-1]),
+                                                   cuda.i32(code))):
         return out
     if b is not None:
         z = xp.add(z, b, out=out)
@@ -56,12 +57,12 @@ def act_backward(xp, g, y, activation, out=None):
     negative one -0 (a NaN gradient must reach the loss guard, not vanish)."""
     if ACTIVATION_CODES[activation] == 0:
         return g
-    if cuda.is_gpu(xp) and g.dtype == "float32" and y.dtype == "float32" and g.shape == y.shape and _flat(y) and \
-            (out is None or _flat(out)):
+    if cuda.fused(xp) and g.dtype == "float32" and y.dtype == "float32" and g.shape == y.shape and _flat(y) and \
+            (out is None or (out.dtype == "float32" and out.shape == g.shape and _flat(out))):
         gz = xp.empty(g.shape, dtype="float32") if out is None else out      # C order, as the kernel writes it
-        SOURCE.launch("relu_bwd", g.size, (g if g.flags.c_contiguous else xp.ascontiguousarray(g), y, gz,
-                                           cuda.i64(g.size)))
-        return gz
+        if SOURCE.launch("relu_bwd", g.size, (g if g.flags.c_contiguous else xp.ascontiguousarray(g), y, gz,
+                                              cuda.i64(g.size))):
+            return gz
     return xp.multiply(g, y > 0, out=out)
 
 
@@ -75,8 +76,8 @@ def bias_grad(xp, gz, out=None):
     kernel (a thread per column adds the rows in order: the twin's bits, see ``dense.cu``)."""
     if cuda.is_gpu(xp) and gz.dtype == "float32" and gz.ndim == 2 and _flat(gz) and \
             (out is None or (out.dtype == "float32" and out.shape == gz.shape[1:] and _flat(out))):
-        gb = xp.empty(gz.shape[1:], dtype="float32") if out is None else out
-        SOURCE.launch("bias_grad", gz.shape[1], (gz, gb, cuda.i64(gz.shape[0]), cuda.i64(gz.shape[1])))
+        gb = xp.empty(gz.shape[1:], dtype="float32") if out is None else out    # (CPU: NumPy's vectorized row sums
+        SOURCE.launch("bias_grad", gz.shape[1], (gz, gb, cuda.i64(gz.shape[0]), cuda.i64(gz.shape[1])))  # are faster)
         return gb
     return gz.sum(axis=0, out=out)
 

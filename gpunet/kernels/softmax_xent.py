@@ -1,4 +1,4 @@
-"""Softmax + cross-entropy in one op (``softmax_xent.cu``, with NumPy twins).
+"""Softmax + cross-entropy in one op (``softmax_xent.cu`` on a GPU or built for the CPU, with NumPy twins).
 
 The loss is computed on the logits, so it is finite for any finite logits, and the backward
 is exactly ``(softmax(z) - y) * (g / rows)``. Kernel and twin do the same operations in the same
@@ -60,12 +60,12 @@ def sum_rows(xp, v, w=None, divisor=1, out=None):
     """``sum(v * w) / divisor`` of float32 ``(n,)`` values (``w``: optional float32 weights), as a 0-d
     float32 array (``out`` when given). Added in row order in float64 and rounded once: kernel (one
     thread, ``softmax_xent.cu``) and twin (a float64 cumulative sum) give the same bits."""
-    if cuda.is_gpu(xp):
-        out = xp.empty((), dtype="float32") if out is None else out
-        SOURCE.launch("sum_rows", 1, (_device(xp, v, "float32"), cuda.pointer(None if w is None else
-                                                                              _device(xp, w, "float32")),
-                                      out, cuda.i64(v.size), cuda.i64(divisor)))
-        return out
+    if cuda.fused(xp) and (out is None or (out.dtype == "float32" and out.flags.c_contiguous)):
+        result = xp.empty((), dtype="float32") if out is None else out
+        if SOURCE.launch("sum_rows", 1, (_device(xp, v, "float32"), cuda.pointer(None if w is None else
+                                                                                 _device(xp, w, "float32")),
+                                         result, cuda.i64(v.size), cuda.i64(divisor))):
+            return result
     terms = v.astype("float64") if w is None else xp.multiply(v, w, dtype="float64")
     total = xp.cumsum(terms)[-1] if terms.size else 0.0
     with xp.errstate(invalid="ignore", divide="ignore"):
@@ -94,12 +94,13 @@ def softmax_xent_forward(xp, z, y, sparse, w=None):
     ``loss`` is a 0-d device array (no host sync).
     """
     rows, cols = z.shape
-    if cuda.is_gpu(xp) and z.dtype == "float32":
-        z = _device(xp, z, "float32")
+    if cuda.is_gpu(xp) and z.dtype == "float32":      # (the CPU's twin: NumPy's exp/log, so CPU training
+        zc = _device(xp, z, "float32")                # keeps the twins' bits; the CPU kernel is within ULPs)
         probs, row_loss = _array(xp, "probs", z.shape), _array(xp, "row_loss", (rows,))
         y_arg, labels, flag = _targets(xp, y, sparse)
-        SOURCE.launch("softmax_xent_fwd", rows, (z, y_arg, labels, probs, row_loss, cuda.i64(rows), cuda.i64(cols), flag))
-        return sum_rows(xp, row_loss, w, rows, out=_array(xp, "loss", ())), probs
+        if SOURCE.launch("softmax_xent_fwd", rows, (zc, y_arg, labels, probs, row_loss, cuda.i64(rows), cuda.i64(cols),
+                                                    flag)):
+            return sum_rows(xp, row_loss, w, rows, out=_array(xp, "loss", ())), probs
     logp = z - z.max(axis=1, keepdims=True)
     e = xp.exp(logp)
     s = e.sum(axis=1, keepdims=True)
@@ -121,15 +122,15 @@ def softmax_xent_backward(xp, probs, y, g, sparse, w=None):
     """``(probs - y) * (g / rows)`` (times ``w[row]`` with sample weights); ``g`` is the upstream
     gradient of the mean loss (0-d), rounded to the probabilities' dtype first as the kernel does."""
     rows, cols = probs.shape
-    if cuda.is_gpu(xp) and probs.dtype == "float32":
-        probs = _device(xp, probs, "float32")
+    if cuda.fused(xp) and probs.dtype == "float32":
+        pc = _device(xp, probs, "float32")
         dz = _array(xp, "dz", probs.shape)
-        g = _device(xp, g, "float32").reshape(1)
+        gc = _device(xp, xp.asarray(g), "float32").reshape(1)
         y_arg, labels, flag = _targets(xp, y, sparse)
         weights = None if w is None else _device(xp, w, "float32")
-        SOURCE.launch("softmax_xent_bwd", probs.size, (probs, y_arg, labels, g, cuda.pointer(weights), dz, cuda.i64(rows),
-                                                       cuda.i64(cols), flag))
-        return dz
+        if SOURCE.launch("softmax_xent_bwd", probs.size, (pc, y_arg, labels, gc, cuda.pointer(weights), dz,
+                                                          cuda.i64(rows), cuda.i64(cols), flag)):
+            return dz
     if sparse:
         lab, bad = _labels(xp, y, cols)
         dz = probs.copy()

@@ -16,17 +16,21 @@ Example (the chapter's network):
 from __future__ import annotations
 
 from ..errors import CheckpointError
+from .convolutional import Conv2D
 from .core import Activation, Dense
 from .input_layer import Input, InputLayer
 from .layer import Layer, Workspace, assign_weights
+from .pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
 from .preprocessing import Rescaling
 from .regularization import Dropout
 from .reshaping import Flatten
 
 __all__ = ["Layer", "Dense", "Activation", "Flatten", "Dropout", "Rescaling", "InputLayer", "Input",
-           "Workspace", "serialize", "deserialize"]
+           "Workspace", "serialize", "deserialize", "Conv2D", "MaxPooling2D", "AveragePooling2D",
+           "GlobalAveragePooling2D"]
 
-CLASSES = {cls.__name__: cls for cls in (Dense, Activation, Flatten, Dropout, Rescaling, InputLayer)}
+CLASSES = {cls.__name__: cls for cls in (Dense, Activation, Flatten, Dropout, Rescaling, InputLayer, Conv2D,
+                                         MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D)}
 
 
 def serialize(layer) -> dict:

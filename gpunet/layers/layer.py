@@ -29,6 +29,8 @@ with Keras' keys (configs of earlier gpunet versions, with fewer keys, still loa
 """
 from __future__ import annotations
 
+import re
+
 import functools
 
 from .. import activations, backend, initializers
@@ -47,8 +49,10 @@ def _auto_name(prefix: str) -> str:
 
 
 def snake_case(name: str) -> str:
-    """``'GlorotUniform'`` -> ``'glorot_uniform'``."""
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    """``'GlorotUniform'`` -> ``'glorot_uniform'``, ``'Conv2D'`` -> ``'conv2d'``,
+    ``'MaxPooling2D'`` -> ``'max_pooling2d'`` (Keras' ``to_snake_case`` rule)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Workspace:

@@ -136,12 +136,18 @@ class Adam(Optimizer):
         s *= alpha
         w -= s                                        # w = w - (m / (sqrt(v) + eps))*alpha_t
 
+    def update_core_host(self, g, w, slots, decay=0.0):
+        alpha = backend.numpy.array(self.constants(FLOAT32)[3:], dtype=FLOAT32)    # the twin's alpha_t
+        return self._launch_update(g, w, slots, None, decay, alpha)
+
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
+        return self._launch_update(g, w, slots, halt, decay, self.step_size_on_device(w))
+
+    def _launch_update(self, g, w, slots, halt, decay, alpha):
         c1, c2, eps = scalars(FLOAT32, 1 - self.beta_1, 1 - self.beta_2, self.epsilon)
-        SOURCE.launch("adam_update", w.size, (w, g, slots["momentum"], slots["velocity"],
-                                              cuda.pointer(slots.get("velocity_hat")), c1, c2, eps,
-                                              self.step_size_on_device(w), cuda.f32(decay), cuda.i64(w.size),
-                                              cuda.pointer(halt)))
+        return SOURCE.launch("adam_update", w.size, (w, g, slots["momentum"], slots["velocity"],
+                                                     cuda.pointer(slots.get("velocity_hat")), c1, c2, eps, alpha,
+                                                     cuda.f32(decay), cuda.i64(w.size), cuda.pointer(halt)))
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

@@ -9,7 +9,8 @@ where its float32 value is not 0). Kernel and twin follow one arithmetic contrac
 operations in the same order, each rounded on its own, with the scalars computed once on the host
 (each optimizer's ``constants(dtype)``) and the flags decided there, so they give the same bits
 (``tests/test_kernel_contracts.py``). :meth:`Optimizer.update_step` picks one per parameter (the
-kernel only for flat C-ordered float32 buffers, :func:`kernel_ready`). A custom optimizer may instead override
+kernel only for flat C-ordered float32 buffers, :func:`kernel_ready`; on the CPU ``update_core_host``, the
+same kernel built for the CPU, where a subclass provides it). A custom optimizer may instead override
 ``build_slots(param)`` and ``update_step(grad, param, slots)`` (gpunet's earlier interface),
 which still works (without weight decay).
 
@@ -28,6 +29,7 @@ import warnings
 
 from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
+from ..kernels import cuda
 from ..tensor import Tensor
 from . import clipping, schedules
 from .schedules import (LearningRateSchedule, check_fraction, check_iterations, check_optional,  # noqa: F401
@@ -228,6 +230,9 @@ class Optimizer:
             else:
                 self.update_core_gpu(grad, param.data, slots, halt)
         elif halt is None or not halt[0]:
+            if cuda.cpu_kernels() and kernel_ready(grad, param.data, slots) and \
+                    self.update_core_host(grad, param.data, slots, decay):
+                return
             if decay:
                 self.update_core_cpu(param.device.xp, grad, param.data, slots, self._scratch.get(id(param)),
                                      decay=decay)
@@ -239,6 +244,11 @@ class Optimizer:
 
     def update_core_gpu(self, g, w, slots, halt, decay=0.0) -> None:
         raise NotImplementedError
+
+    def update_core_host(self, g, w, slots, decay=0.0) -> bool:
+        """The update kernel on NumPy arrays (built for the CPU, :mod:`gpunet.kernels.host`); True when it
+        ran, False to run :meth:`update_core_cpu` (the default: a subclass opts in)."""
+        return False
 
     # -- CUDA graphs of the training step (gpunet.trainers.step_graphs) ---------------------------
     def capture_obstacle(self) -> str | None:

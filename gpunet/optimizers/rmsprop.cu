@@ -22,16 +22,23 @@ __global__ void rmsprop_update(float* w, const float* g, float* u, float* a, flo
                                float one_minus_rho, float eps, float lr, float mu, float c, float e2, int fast,
                                int eps_inside, float decay, long long n, const int* halt) {
     if (halt && *halt) return;
+    if (fast) {     // a loop of its own (the same arithmetic): the CPU build vectorizes it
+        for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+            float wi = w[i];
+            if (decay != 0.0f) wi = __fsub_rn(wi, __fmul_rn(wi, decay));
+            float gi = g[i];
+            float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));
+            u[i] = ui;
+            w[i] = __fsub_rn(wi, __fdiv_rn(gi, __fsqrt_rn(__fadd_rn(__fmul_rn(ui, c), e2))));
+        }
+        return;
+    }
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float wi = w[i];
         if (decay != 0.0f) wi = __fsub_rn(wi, __fmul_rn(wi, decay));
         float gi = g[i];
         float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));
         u[i] = ui;
-        if (fast) {
-            w[i] = __fsub_rn(wi, __fdiv_rn(gi, __fsqrt_rn(__fadd_rn(__fmul_rn(ui, c), e2))));
-            continue;
-        }
         float vi = __fmul_rn(ui, one_minus_rho);
         if (a) {
             float ai = __fadd_rn(__fmul_rn(a[i], rho), __fmul_rn(gi, one_minus_rho));

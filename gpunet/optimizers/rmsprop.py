@@ -101,9 +101,12 @@ class RMSprop(Optimizer):
             s = mom
         w -= s                                        # w = w - s
 
+    def update_core_host(self, g, w, slots, decay=0.0):
+        return self.update_core_gpu(g, w, slots, None, decay)
+
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
         rho, one_minus, eps, lr, mu, c, e2, fast = self.constants(FLOAT32)
-        SOURCE.launch("rmsprop_update", w.size, (
+        return SOURCE.launch("rmsprop_update", w.size, (
             w, g, slots["velocity"], cuda.pointer(slots.get("average_gradient")), cuda.pointer(slots.get("momentum")),
             rho, one_minus, eps, lr, mu, c, e2, cuda.i32(fast), cuda.i32(self.eps_inside_sqrt), cuda.f32(decay),
             cuda.i64(w.size), cuda.pointer(halt)))

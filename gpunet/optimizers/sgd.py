@@ -51,9 +51,12 @@ class SGD(Optimizer):
         else:
             w += m                                   # w = w + m
 
+    def update_core_host(self, g, w, slots, decay=0.0):
+        return self.update_core_gpu(g, w, slots, None, decay)
+
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
         lr, mu = self.constants(FLOAT32)
-        SOURCE.launch("sgd_update", w.size, (w, g, cuda.pointer(slots.get("momentum")), lr, mu,
+        return SOURCE.launch("sgd_update", w.size, (w, g, cuda.pointer(slots.get("momentum")), lr, mu,
                                              cuda.i32(bool(self.momentum)), cuda.i32(self.nesterov), cuda.f32(decay),
                                              cuda.i64(w.size), cuda.pointer(halt)))
 

@@ -2,67 +2,33 @@
 prelude (``__global__``, ``blockIdx``, ``__fadd_rn``...) and a ``launch_<name>`` wrapper per kernel that runs
 the whole grid serially. Arguments are checked against the kernel's C parameters by CuPy's rules; built
 libraries are cached on disk. Test infrastructure: no shared memory, barriers or warp operations (refused).
+
+The prelude, the signature parser and the atomic, digest-checked build cache are gpunet's own
+(:mod:`gpunet.kernels.host`, which builds the same sources for the CPU with OpenMP); this module adds
+the serial grid, CuPy's argument rules and the emulated ``-ftz=true``.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import ctypes
-import hashlib
 import os
 import pathlib
 import platform
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 
 import numpy
+
+from gpunet.kernels import host
 
 LAUNCHES = collections.deque(maxlen=1000)   # the latest Launch records (bounded: they keep their arrays alive)
 LAUNCH_HOOKS = []                           # hook(launch) -> truthy: defer the launch (stream capture)
 _TRAILER = b"\0gpunet-emulated-cuda-1-sha256\0"   # appended to each cached .so, then the digest of the ELF part
 
-PRELUDE = r"""
-#include <math.h>
-#include <cstdint>
-#include <cstring>
-#define __global__
-#define __device__
-#define __host__
-#define __constant__
-#define __launch_bounds__(...)
-#define __forceinline__ inline __attribute__((always_inline))
-#define __noinline__ __attribute__((noinline))
-struct dim3 { unsigned int x, y, z; };
-typedef dim3 uint3;
-static thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
-using std::isfinite; using std::isnan; using std::isinf; using std::signbit;   // float overloads, as CUDA's
-using std::exp; using std::log; using std::sqrt; using std::fabs; using std::fmax; using std::fmin; using std::pow;
-// Correctly rounded single operations; noinline, so that FMA contraction (-ffp-contract=fast)
-// cannot fuse them with their neighbours, as nvcc never fuses the __f*_rn intrinsics.
-static __attribute__((noinline)) float __fadd_rn(float a, float b) { return a + b; }
-static __attribute__((noinline)) float __fsub_rn(float a, float b) { return a - b; }
-static __attribute__((noinline)) float __fmul_rn(float a, float b) { return a * b; }
-static __attribute__((noinline)) float __fdiv_rn(float a, float b) { return a / b; }
-static __attribute__((noinline)) float __fsqrt_rn(float a) { return sqrtf(a); }
-static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
-static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
-// CuPy compiles every kernel with -ftz=true (appended after the caller's options): float32 subnormal
-// inputs read as zero and subnormal results are flushed to zero. The host's SSE unit does the same
-// with MXCSR's DAZ and FTZ bits set for the duration of a launch.
-#if defined(GPUNET_FTZ) && (defined(__x86_64__) || defined(__i386__))
-#include <xmmintrin.h>
-struct FlushSubnormals { unsigned saved = _mm_getcsr(); FlushSubnormals() { _mm_setcsr(saved | 0x8040u); }
-                         ~FlushSubnormals() { _mm_setcsr(saved); } };
-#elif defined(GPUNET_FTZ)
-#error "the emulated -ftz=true needs an x86 host (MXCSR); build with GPUNET_EMULATED_FTZ=0"
-#else
-struct FlushSubnormals {};
-#endif
-"""
+PRELUDE = host.PRELUDE      # GPUNET_HOST_OPENMP undefined: the serial grid's globals, noinline __f*_rn
 
 _WRAPPER = """
 extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz{params}) {{
@@ -76,17 +42,7 @@ extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx
 }}
 """
 
-_C_TYPES = {name: numpy.dtype(dtype) for dtype, names in {
-    "float32": ("float",), "float64": ("double",), "float16": ("half", "__half"), "bool": ("bool",),
-    "int8": ("char", "signed char", "int8_t"), "uint8": ("unsigned char", "uint8_t"),
-    "int16": ("short", "short int", "signed short", "int16_t"), "uint16": ("unsigned short", "uint16_t"),
-    "int32": ("int", "signed", "signed int", "int32_t"), "uint32": ("unsigned", "unsigned int", "uint32_t"),
-    "int64": ("long", "long int", "long long", "long long int", "signed long long", "int64_t", "ptrdiff_t"),
-    "uint64": ("unsigned long", "unsigned long long", "unsigned long long int", "uint64_t", "size_t"),
-}.items() for name in names}
-_QUALIFIERS = {"const", "volatile", "__restrict__", "__restrict", "restrict"}
-_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
-_KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)")
+_COMMENTS = host.COMMENTS
 _UNSUPPORTED = re.compile(r"\b(__shared__|__syncthreads\w*|__syncwarp|__shfl\w*|__ballot_sync|__any_sync|"
                           r"__all_sync|cooperative_groups)\b")
 _HARMLESS_OPTIONS = {"arch", "gpu-architecture", "lineinfo", "generate-line-info", "G", "device-debug", "restrict",
@@ -103,55 +59,15 @@ def current_device() -> int:
     return runtime.getDevice()
 
 
-# -- parsing ----------------------------------------------------------------------------------
-# One kernel parameter: ``decl`` as written ("const float* z"), ``type_text`` without the name ("const float*"),
-# ``dtype`` the value's or the pointee's (None: void*), ``problem`` why the emulator cannot pass it (or None).
-Param = collections.namedtuple("Param", "decl type_text pointer dtype problem")
-
-
-def _parse_param(decl: str) -> Param:
-    tokens = [t for t in re.findall(r"[A-Za-z_]\w*|[*&\[<]", decl) if t not in _QUALIFIERS]
-    words = [t for t in tokens if t.isidentifier()] or ["?"]
-    named = len(words) > 1 and " ".join(words) not in _C_TYPES
-    type_words = words[:-1] if named else words
-    type_text = re.sub(rf"\b{words[-1]}\s*$", "", decl) if named else decl
-    pointer, base = "*" in tokens, " ".join(type_words)
-    problem = None
-    if any(t in tokens for t in "&[<") or tokens.count("*") > 1:
-        problem = f"parameter {decl!r} (references, arrays, templates, pointers to pointers)"
-    elif (base not in _C_TYPES or base in ("half", "__half") and not pointer) and not (pointer and base == "void"):
-        problem = f"the type of parameter {decl!r} (only fundamental C types and pointers to them)"
-    return Param(decl, type_text.strip(), pointer, _C_TYPES.get(base), problem)
-
-
-Signature = collections.namedtuple("Signature", "name params problem")   # problem: the first Param.problem
-
-
-def parse_kernels(code: str) -> dict:
-    """``{name: Signature}`` of every ``__global__ void name(...)`` in ``code`` (comments stripped)."""
-    kernels = {}
-    for name, params in _KERNEL.findall(_COMMENTS.sub(" ", code)):
-        decls = [d.strip() for d in params.split(",")] if params.strip() not in ("", "void") else []
-        parsed = tuple(_parse_param(d) for d in decls)
-        kernels.setdefault(name, Signature(name, parsed, next((p.problem for p in parsed if p.problem), None)))
-    return kernels
+# -- parsing: gpunet.kernels.host's ---------------------------------------------------------
+Param, Signature, parse_kernels = host.Param, host.Signature, host.parse_kernels
 
 
 # -- building ---------------------------------------------------------------------------------
 def cache_dir() -> pathlib.Path:
     """Where built libraries live: $GPUNET_EMULATED_CUDA_CACHE, else $XDG_CACHE_HOME (or ~/.cache)
     /gpunet-emulated-cuda; a per-user temporary folder when that cannot be created."""
-    path = pathlib.Path(os.environ.get("GPUNET_EMULATED_CUDA_CACHE") or pathlib.Path(
-        os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "gpunet-emulated-cuda")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        path = pathlib.Path(tempfile.gettempdir()) / f"gpunet-emulated-cuda-{os.getuid()}"
-        path.mkdir(exist_ok=True)
-    return path
-
-
-_VERSIONS = {}   # compiler path -> the first line of its --version
+    return host.user_cache("gpunet-emulated-cuda", "GPUNET_EMULATED_CUDA_CACHE")
 
 
 def compiler() -> tuple:
@@ -159,9 +75,7 @@ def compiler() -> tuple:
     cxx = os.environ.get("GPUNET_EMULATED_CXX") or next(filter(None, map(shutil.which, ("g++", "c++", "clang++"))), 0)
     if cxx is None:
         raise RuntimeError("the emulated CUDA kernels need a C++ compiler (g++): none found on PATH")
-    if cxx not in _VERSIONS:
-        _VERSIONS[cxx] = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.partition("\n")[0]
-    return cxx, _VERSIONS[cxx]
+    return cxx, host.compiler_version(cxx)
 
 
 def fma_flags() -> list:
@@ -198,11 +112,7 @@ def compiler_flags(options: tuple, fma=None) -> list:
 
 def _valid(path: pathlib.Path) -> bool:
     """Is ``path`` a complete library written by this module (its trailer's digest matches)?"""
-    with contextlib.suppress(OSError):
-        data = path.read_bytes()
-        n = len(data) - 32 - len(_TRAILER)
-        return n > 0 and data[n:-32] == _TRAILER and hashlib.sha256(data[:n]).digest() == data[-32:]
-    return False
+    return host.valid_library(path, _TRAILER)
 
 
 def _compile(cxx: str, flags: list, text: str, out: str) -> None:
@@ -213,28 +123,10 @@ def _compile(cxx: str, flags: list, text: str, out: str) -> None:
 
 
 def build(text: str, flags: list) -> pathlib.Path:
-    """The cached library of translation unit ``text``, compiled first if absent or corrupt.
-    Written to a temporary file and renamed into place, so concurrent builders never see half a file."""
+    """The cached library of translation unit ``text``, compiled first if absent or corrupt
+    (:func:`gpunet.kernels.host.cached_build`: a temporary file renamed into place)."""
     cxx, version = compiler()
-    parts = [str(_TRAILER), platform.machine(), cxx, version, *flags, text]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
-    path = cache_dir() / f"{key}.so"
-    if _valid(path):
-        return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")   # this builder's own file
-    os.close(fd)
-    try:
-        _compile(cxx, flags, text, tmp)
-        with open(tmp, "r+b") as f:
-            f.write(_TRAILER + hashlib.sha256(f.read()).digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)                      # atomic: other processes see no file or a whole one
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return host.cached_build(text, flags, cxx, version, cache_dir(), _TRAILER, lambda *a: _compile(*a))[0]
 
 
 _LIBRARIES, _LOCK = {}, threading.Lock()      # (translation unit, flags) -> ctypes.CDLL, in this process
@@ -363,8 +255,7 @@ class RawKernel:
         """The C wrapper ``launch_<name>(gx, gy, gz, bx, by, bz, params...)`` (built on first use)."""
         if self._cfunc is None:
             fn = getattr(self.module.library(), f"launch_{self.name}")
-            fn.argtypes = [ctypes.c_uint] * 6 + [
-                ctypes.c_void_p if p.pointer else numpy.ctypeslib.as_ctypes_type(p.dtype) for p in self.params]
+            fn.argtypes = [ctypes.c_uint] * 6 + [host.ctypes_of(p) for p in self.params]
             fn.restype = None
             self._cfunc = fn
         return self._cfunc

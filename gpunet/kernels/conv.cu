@@ -1,0 +1,184 @@
+extern "C" {
+
+// Convolution and pooling on channels-last float32 arrays: im2col/col2im and max/average pooling,
+// forward and backward. The NumPy twins are in conv.py, the launches in conv_cuda.py; each kernel does
+// what its twin does, in the same order, each float operation rounded on its own (__fadd_rn,
+// __fdiv_rn: no FMA), so kernel and twin give the same bits (CuPy's -ftz=true: subnormals as zero, as
+// the twin run under tests/subnormals.flushing).
+//
+// Every kernel is a grid-stride loop with one output element per thread (no shared memory, no atomics:
+// a gradient element is summed by the one thread that owns it, in a fixed order). Indices are long long.
+// Geometry: x (n, H, W, C); window (oh, ow) covers rows oh*sh - pt .. oh*sh - pt + kh - 1 and columns
+// ow*sw - pl .. ow*sw - pl + kw - 1 of x; positions outside x are padding (0 for im2col, skipped by the
+// pooling kernels). The outputs are (n, oh_n, ow_n, C), im2col's (n*oh_n*ow_n, kh*kw*C).
+
+// v with a subnormal read as +0, as a flushing unit reads it: comparisons then agree whether or not the
+// compiler flushes them (see dense.cu). The value stored is always the input's own bits.
+__device__ __forceinline__ float flushed(float v) {
+    return (__float_as_int(v) & 0x7fffffff) < 0x00800000 ? 0.0f : v;
+}
+
+// cols[(i*oh_n + oh)*ow_n + ow, (dy*kw + dx)*C + c] = x[i, oh*sh + dy - pt, ow*sw + dx - pl, c], or +0
+// outside x. A copy: the bits of x.
+__global__ void im2col(const float* x, float* cols, long long n, long long H, long long W, long long C,
+                       long long kh, long long kw, long long sh, long long sw, long long pt, long long pl,
+                       long long oh_n, long long ow_n) {
+    long long kc = kw * C, row_len = kh * kc, total = n * oh_n * ow_n * row_len;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        long long row = i / row_len, k = i - row * row_len;
+        long long dy = k / kc, rest = k - dy * kc;
+        long long dx = rest / C, c = rest - dx * C;
+        long long t = row / ow_n, ow = row - t * ow_n;
+        long long b = t / oh_n, oh = t - b * oh_n;
+        long long y = oh * sh + dy - pt, xx = ow * sw + dx - pl;
+        cols[i] = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[((b * H + y) * W + xx) * C + c] : 0.0f;
+    }
+}
+
+// The adjoint of im2col: x[i, y, xx, c] = the sum of every cols entry that im2col copies it to. One thread
+// per element of x: acc = +0, then for dy ascending, for dx ascending, the one window (if any) that puts
+// it at offset (dy, dx): acc = acc + cols[...]. (The twin adds strided slices offset by offset.)
+__global__ void col2im(const float* cols, float* x, long long n, long long H, long long W, long long C,
+                       long long kh, long long kw, long long sh, long long sw, long long pt, long long pl,
+                       long long oh_n, long long ow_n) {
+    long long row_len = kh * kw * C, total = n * H * W * C;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        long long t = i / C, c = i - t * C;
+        long long t2 = t / W, xx = t - t2 * W;
+        long long b = t2 / H, y = t2 - b * H;
+        long long ry = y + pt, rx = xx + pl;            // >= 0: offset dy fits window oh when ry - dy == oh*sh
+        float acc = 0.0f;
+        for (long long dy = ry % sh; dy < kh && dy <= ry; dy += sh) {
+            long long oh = (ry - dy) / sh;
+            if (oh >= oh_n) continue;
+            for (long long dx = rx % sw; dx < kw && dx <= rx; dx += sw) {
+                long long ow = (rx - dx) / sw;
+                if (ow >= ow_n) continue;
+                acc = __fadd_rn(acc, cols[((b * oh_n + oh) * ow_n + ow) * row_len + (dy * kw + dx) * C + c]);
+            }
+        }
+        x[i] = acc;
+    }
+}
+
+// y[i, oh, ow, c] = the largest x over the window's positions inside x, arg = its offset dy*pw + dx: the
+// window's first position inside x starts the search and a later one replaces it only when strictly
+// greater (v > best, the twin's rule, TensorFlow's too). So the first maximum in row-major order wins a
+// tie (-0 and +0 tie, a subnormal ties with 0); a NaN is kept when it comes first, and skipped otherwise.
+// y is a copy of x's element. A window with no position inside x (the launcher refuses such geometry)
+// would give -inf and arg -1, as the twin.
+__global__ void max_pool_fwd(const float* x, float* y, int* arg, long long n, long long H, long long W,
+                             long long C, long long ph, long long pw, long long sh, long long sw, long long pt,
+                             long long pl, long long oh_n, long long ow_n) {
+    long long total = n * oh_n * ow_n * C;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        long long t = i / C, c = i - t * C;
+        long long t2 = t / ow_n, ow = t - t2 * ow_n;
+        long long b = t2 / oh_n, oh = t2 - b * oh_n;
+        long long y0 = oh * sh - pt, x0 = ow * sw - pl;
+        float best = __int_as_float(0xff800000);      // -inf
+        int best_k = -1;
+        for (long long dy = 0; dy < ph; ++dy) {
+            long long yy = y0 + dy;
+            if (yy < 0 || yy >= H) continue;
+            for (long long dx = 0; dx < pw; ++dx) {
+                long long xx = x0 + dx;
+                if (xx < 0 || xx >= W) continue;
+                float v = x[((b * H + yy) * W + xx) * C + c];
+                if (best_k < 0 || flushed(v) > flushed(best)) {
+                    best = v;
+                    best_k = (int)(dy * pw + dx);
+                }
+            }
+        }
+        y[i] = best;
+        arg[i] = best_k;
+    }
+}
+
+// gx[i, yy, xx, c] = the sum of gy over the windows whose arg points at this element: one thread per
+// element of x, acc = +0, then the windows covering it with oh ascending, then ow ascending.
+__global__ void max_pool_bwd(const float* gy, const int* arg, float* gx, long long n, long long H, long long W,
+                             long long C, long long ph, long long pw, long long sh, long long sw, long long pt,
+                             long long pl, long long oh_n, long long ow_n) {
+    long long total = n * H * W * C;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        long long t = i / C, c = i - t * C;
+        long long t2 = t / W, xx = t - t2 * W;
+        long long b = t2 / H, yy = t2 - b * H;
+        long long ry = yy + pt, rx = xx + pl;           // window oh covers yy when 0 <= ry - oh*sh < ph
+        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
+        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
+        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
+        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        float acc = 0.0f;
+        for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
+            for (long long ow = ow_lo; ow <= ow_hi; ++ow) {
+                long long j = ((b * oh_n + oh) * ow_n + ow) * C + c;
+                if (arg[j] == (ry - oh * sh) * pw + (rx - ow * sw)) acc = __fadd_rn(acc, gy[j]);
+            }
+        }
+        gx[i] = acc;
+    }
+}
+
+// The number of positions of window (oh, ow) inside x (the average's divisor), as a float.
+__device__ __forceinline__ float window_count(long long y0, long long x0, long long H, long long W, long long ph,
+                                              long long pw) {
+    long long rows = (y0 + ph < H ? y0 + ph : H) - (y0 > 0 ? y0 : 0);
+    long long cols = (x0 + pw < W ? x0 + pw : W) - (x0 > 0 ? x0 : 0);
+    return (float)(rows * cols);
+}
+
+// y[i, oh, ow, c] = (the sum of x over the window's positions inside x, row-major from +0) / their count:
+// one __fdiv_rn (padding is not counted, as Keras/TensorFlow's 'same' average pooling).
+__global__ void avg_pool_fwd(const float* x, float* y, long long n, long long H, long long W, long long C,
+                             long long ph, long long pw, long long sh, long long sw, long long pt, long long pl,
+                             long long oh_n, long long ow_n) {
+    long long total = n * oh_n * ow_n * C;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        long long t = i / C, c = i - t * C;
+        long long t2 = t / ow_n, ow = t - t2 * ow_n;
+        long long b = t2 / oh_n, oh = t2 - b * oh_n;
+        long long y0 = oh * sh - pt, x0 = ow * sw - pl;
+        float s = 0.0f;
+        for (long long dy = 0; dy < ph; ++dy) {
+            long long yy = y0 + dy;
+            if (yy < 0 || yy >= H) continue;
+            for (long long dx = 0; dx < pw; ++dx) {
+                long long xx = x0 + dx;
+                if (xx < 0 || xx >= W) continue;
+                s = __fadd_rn(s, x[((b * H + yy) * W + xx) * C + c]);
+            }
+        }
+        y[i] = __fdiv_rn(s, window_count(y0, x0, H, W, ph, pw));
+    }
+}
+
+// gx[i, yy, xx, c] = the sum over the windows covering it (oh ascending, then ow ascending, from +0) of
+// gy[window] / count(window), each quotient one __fdiv_rn.
+__global__ void avg_pool_bwd(const float* gy, float* gx, long long n, long long H, long long W, long long C,
+                             long long ph, long long pw, long long sh, long long sw, long long pt, long long pl,
+                             long long oh_n, long long ow_n) {
+    long long total = n * H * W * C;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        long long t = i / C, c = i - t * C;
+        long long t2 = t / W, xx = t - t2 * W;
+        long long b = t2 / H, yy = t2 - b * H;
+        long long ry = yy + pt, rx = xx + pl;
+        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
+        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
+        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
+        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        float acc = 0.0f;
+        for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
+            for (long long ow = ow_lo; ow <= ow_hi; ++ow) {
+                float count = window_count(oh * sh - pt, ow * sw - pl, H, W, ph, pw);
+                acc = __fadd_rn(acc, __fdiv_rn(gy[((b * oh_n + oh) * ow_n + ow) * C + c], count));
+            }
+        }
+        gx[i] = acc;
+    }
+}
+
+}  // extern "C"
