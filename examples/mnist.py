@@ -210,9 +210,9 @@ def open_device(args):
                          + ("" if "--device cpu" in text else " (--device cpu always works)")) from None
 
 
-def resume(args, device):
+def resume(args, device, image=(PIXELS,)):
     """The --resume checkpoint, loaded (which also restores gpunet's RNG state) and checked against this
-    script's network, data and flags; UsageError otherwise."""
+    script's network, data (one sample of shape ``image``) and flags; UsageError otherwise."""
     fix = "--resume needs a checkpoint written by this script's --save"
     try:
         network = models.load_model(args.resume, device=device)
@@ -222,14 +222,16 @@ def resume(args, device):
             text = text[len(prefix):] if text.startswith(prefix) else text
         raise UsageError(f"--resume {args.resume}: {text} ({fix})") from None
     shapes = network.input_shape[1:], network.output_shape[1:]
-    if shapes != ((PIXELS,), (CLASSES,)):
+    if shapes != (tuple(image), (CLASSES,)):
+        inputs = f"{PIXELS} pixels" if tuple(image) == (PIXELS,) else f"{tuple(image)} images"
         raise UsageError(f"--resume {args.resume}: its model maps inputs of shape {shapes[0]} to {shapes[1]}, not "
-                         f"MNIST's {PIXELS} pixels to {CLASSES} classes ({fix})")
+                         f"MNIST's {inputs} to {CLASSES} classes ({fix})")
     if not network.compiled:
         raise UsageError(f"--resume {args.resume}: its model was saved before compile (no optimizer, loss or "
                          f"metrics to continue with) ({fix})")
     try:        # its loss and metrics must take this script's data: two blank images and one-hot labels
-        network.evaluate(to_categorical([0, 1], PIXELS, dtype="uint8"), to_categorical([0, 1], CLASSES), verbose=0)
+        blank = to_categorical([0, 1], PIXELS, dtype="uint8").reshape((2,) + tuple(image))
+        network.evaluate(blank, to_categorical([0, 1], CLASSES), verbose=0)
     except ValueError as exc:
         raise UsageError(f"--resume {args.resume}: its model cannot train on MNIST: {one_line(exc)} ({fix})") from None
     saved_optimizer = type(network.optimizer).__name__.lower()
@@ -285,12 +287,13 @@ class Progress(callbacks.Callback):
 
 
 # ---------------------------------------------------------------------------------- the run
-def train(args, run):
+def train(args, run, build=build, image=(PIXELS,)):
+    """Train ``build(device)``'s network on samples of shape ``image`` (uint8) as the flags say; 0."""
     plot_path, fmt = check_flags(args)
     device = open_device(args)
     say = distributed.root_print       # print on rank 0 only (plain print without MPI)
     gpunet.random.seed(args.seed)
-    network = resume(args, device) if args.resume else None     # restores the checkpoint's RNG state
+    network = resume(args, device, image) if args.resume else None     # restores the checkpoint's RNG state
     if network is not None:
         run.checkpoint = (args.resume, network.epochs_completed)
     if plot_path != args.plot:
@@ -303,8 +306,8 @@ def train(args, run):
         raise Failure(f"--dataset {args.dataset}: {one_line(exc)}{hint}") from None
     where = f"{distributed.size()} processes (MPI), rank 0 on {device}" if args.distributed else f"device {device}"
     say(f"Training on {what}, {where}.")
-    x_train = x_train.reshape((len(x_train), PIXELS))
-    x_test = x_test.reshape((len(x_test), PIXELS))
+    x_train = x_train.reshape((len(x_train),) + tuple(image))
+    x_test = x_test.reshape((len(x_test),) + tuple(image))
     if network is not None:
         say(f"Resuming from {args.resume} after epoch {network.epochs_completed}.")
     else:
@@ -398,9 +401,10 @@ def report_memory(device, say=print):
     say(line)
 
 
-def main(argv=None):
-    """Run the example; returns the exit status (0, 1, 2 or 130: see EPILOG). Genuine bugs still raise."""
-    p = parser()
+def main(argv=None, make_parser=parser, train=train):
+    """Run the example (another network: give its ``make_parser`` and ``train``); returns the exit status
+    (0, 1, 2 or 130: see EPILOG). Genuine bugs still raise."""
+    p = make_parser()
     run = Run(p.prog)
     try:
         run.args = p.parse_args(argv)
@@ -424,11 +428,17 @@ def stop(line, status, only_root=False):
     return status
 
 
-if __name__ == "__main__":
+def exit_with(main_function):
+    """``sys.exit`` with ``main_function()``'s status; a closed stdout (``| head -3``) ends quietly
+    (Python's recipe for BrokenPipeError)."""
     try:
-        status = main()
+        status = main_function()
         sys.stdout.flush()
-    except BrokenPipeError:        # e.g. `python examples/mnist.py | head -3`: stop quietly (Python's recipe)
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = EXIT_FAILURE
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    exit_with(main)
