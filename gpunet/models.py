@@ -206,11 +206,15 @@ class Sequential(Trainer):
     # ------------------------------------------------------------------- describe
     def summary(self, print_fn=print) -> None:
         """Print a table of layers, output shapes and parameter counts."""
-        rule, thick = "_" * SUMMARY_WIDTH, "=" * SUMMARY_WIDTH
-        lines = [f'Model: "{self.name}"', rule, f" {'Layer (type)':<28}{'Output Shape':<26}{'Param #'}", thick]
-        for i, layer in enumerate(self.layers):
-            shape = str(layer.output_shape) if layer.built else "(unbuilt)"
-            lines.append(f" {layer.name + ' (' + type(layer).__name__ + ')':<28}{shape:<26}{layer.count_params():,}")
+        names = [f"{layer.name} ({type(layer).__name__})" for layer in self.layers]
+        shapes = [str(layer.output_shape) if layer.built else "(unbuilt)" for layer in self.layers]
+        w1 = max([28] + [len(n) + 2 for n in names])          # columns widen for long names and shapes
+        w2 = max([26] + [len(t) + 2 for t in shapes])
+        width = SUMMARY_WIDTH + (w1 - 28) + (w2 - 26)
+        rule, thick = "_" * width, "=" * width
+        lines = [f'Model: "{self.name}"', rule, f" {'Layer (type)':<{w1}}{'Output Shape':<{w2}}{'Param #'}", thick]
+        for i, (layer, name, shape) in enumerate(zip(self.layers, names, shapes)):
+            lines.append(f" {name:<{w1}}{shape:<{w2}}{layer.count_params():,}")
             if i == len(self.layers) - 1:
                 lines.append(thick)
         total = self.count_params()

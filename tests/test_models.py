@@ -264,3 +264,20 @@ def test_uint8_inputs_and_rescaling(dev):
     net.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     net.fit(x, y, epochs=1, batch_size=128, verbose=0)
     assert net.evaluate(xt, yt, verbose=0)[1] > 0.85
+
+
+def test_summary_columns_widen_for_long_layer_names():
+    """Keras prints whole layer names; a name longer than the column widens it, and every row's shape
+    and parameter count start where the header's do."""
+    model = models.Sequential([layers.Conv2D(8, 3, input_shape=(28, 28, 1)), layers.MaxPooling2D(),
+                               layers.GlobalAveragePooling2D(), layers.Dense(10)])
+    lines = []
+    model.summary(print_fn=lines.append)
+    table = lines[0].splitlines()
+    header = next(line for line in table if "Output Shape" in line)
+    rows = [line for line in table if "(None," in line]
+    assert len(rows) == 4 and any("global_average_pooling2d (GlobalAveragePooling2D)" in r for r in rows)
+    for row, shape, params in zip(rows, ["(None, 26, 26, 8)", "(None, 13, 13, 8)", "(None, 8)", "(None, 10)"],
+                                  ["80", "0", "0", "90"]):
+        assert row.index(shape) == header.index("Output Shape") and row.rstrip().endswith(params)
+        assert row.index(params, row.index(shape) + len(shape)) == header.index("Param #")
