@@ -270,7 +270,7 @@ def test_summary_columns_widen_for_long_layer_names():
     """Keras prints whole layer names; a name longer than the column widens it, and every row's shape
     and parameter count start where the header's do."""
     model = models.Sequential([layers.Conv2D(8, 3, input_shape=(28, 28, 1)), layers.MaxPooling2D(),
-                               layers.GlobalAveragePooling2D(), layers.Dense(10)])
+                               layers.GlobalAveragePooling2D(name="global_average_pooling2d"), layers.Dense(10)])
     lines = []
     model.summary(print_fn=lines.append)
     table = lines[0].splitlines()
