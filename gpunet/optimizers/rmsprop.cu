@@ -18,27 +18,30 @@ extern "C" {
 //   w = w - s
 // Each operation is rounded on its own (__f*_rn: no FMA contraction), as NumPy rounds each ufunc.
 // halt (may be null): skip the update when *halt != 0 (the loss guard's flag).
+
+// The first lines of both forms: w decayed, and u = u*rho + g*g (stored).
+__device__ __forceinline__ float decayed(float wi, float decay) {
+    return decay != 0.0f ? __fsub_rn(wi, __fmul_rn(wi, decay)) : wi;
+}
+__device__ __forceinline__ float update_velocity(float* u, long long i, float gi, float rho) {
+    float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));
+    u[i] = ui;
+    return ui;
+}
+
 __global__ void rmsprop_update(float* w, const float* g, float* u, float* a, float* mom, float rho,
                                float one_minus_rho, float eps, float lr, float mu, float c, float e2, int fast,
                                int eps_inside, float decay, long long n, const int* halt) {
     if (halt && *halt) return;
     if (fast) {     // a loop of its own (the same arithmetic): the CPU build vectorizes it
         for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-            float wi = w[i];
-            if (decay != 0.0f) wi = __fsub_rn(wi, __fmul_rn(wi, decay));
-            float gi = g[i];
-            float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));
-            u[i] = ui;
+            float wi = decayed(w[i], decay), gi = g[i], ui = update_velocity(u, i, gi, rho);
             w[i] = __fsub_rn(wi, __fdiv_rn(gi, __fsqrt_rn(__fadd_rn(__fmul_rn(ui, c), e2))));
         }
         return;
     }
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float wi = w[i];
-        if (decay != 0.0f) wi = __fsub_rn(wi, __fmul_rn(wi, decay));
-        float gi = g[i];
-        float ui = __fadd_rn(__fmul_rn(u[i], rho), __fmul_rn(gi, gi));
-        u[i] = ui;
+        float wi = decayed(w[i], decay), gi = g[i], ui = update_velocity(u, i, gi, rho);
         float vi = __fmul_rn(ui, one_minus_rho);
         if (a) {
             float ai = __fadd_rn(__fmul_rn(a[i], rho), __fmul_rn(gi, one_minus_rho));
