@@ -42,11 +42,12 @@ def geometry(x_shape, window, strides, padding, what="input"):
 
 
 # ------------------------------------------------------------------ convolution
-def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None):
+def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None, activation=None):
     """``x (n, H, W, C)`` * ``kernel (kh, kw, C, F)`` + ``bias (F,)`` -> ``(z (n, oh, ow, F), saved)``.
 
     ``buffers``: optional ``{'cols', 'z'}`` arrays to write into (``(n*oh*ow, kh*kw*C)`` and
-    ``(n*oh*ow, F)``). The unfolded ``cols`` is kept for the backward.
+    ``(n*oh*ow, F)``). The unfolded ``cols`` is kept for the backward. ``activation``: None or 'relu',
+    applied with the bias (:func:`gpunet.kernels.bias_act`).
     """
     kh, kw, c, f = kernel.shape
     if x.shape[-1:] != (c,):
@@ -56,7 +57,7 @@ def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None):
     b = buffers or {}
     n = x.shape[0]
     cols = K.im2col(xp, x, kh, kw, *strides, pt, pl, oh, ow, out=b.get("cols"))
-    z = dense_forward(xp, cols, kernel.reshape(kh * kw * c, f), bias, out=b.get("z"))
+    z = dense_forward(xp, cols, kernel.reshape(kh * kw * c, f), bias, activation, out=b.get("z"))
     return z.reshape(n, oh, ow, f), (cols, x.shape, kernel, strides, (pt, pl, oh, ow))
 
 

@@ -47,7 +47,7 @@ class StepMeter(callbacks.Callback):
         self.cupy, self.raw, self.state, self.marks = cupy, _raw, _state, []
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.marks.append((dict(self.cupy.STATS), list(self.state.allocations), len(self.raw.LAUNCHES),
+        self.marks.append((dict(self.cupy.STATS), list(self.state.allocations), self.raw.LAUNCH_COUNT[0],
                            list(self.raw.LAUNCHES)[-60:]))
 
 

@@ -416,8 +416,9 @@ def _twins():
 
 @settings(max_examples=60, **SETTINGS)
 @given(geometry=geometries(max_hw=9), seed=st.integers(0, 2 ** 16), kind=st.sampled_from(["normal", "ties", "special"]))
-def test_kernels_give_the_twins_bits(gpu_dev, geometry, seed, kind):
+def test_kernels_give_the_twins_bits(gpu_dev, geometry, seed, kind, monkeypatch):
     conv = _twins()
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")      # conv.py's NumPy forms, not the CPU build of conv.cu
     n, H, W, C, kh, kw, sh, sw, pt, pl, oh_n, ow_n = geometry
     window, xp, asarray, host = (kh, kw, sh, sw, pt, pl, oh_n, ow_n), gpu_dev.xp, gpu_dev.asarray, gpu_dev.to_host
     x, gy = values((n, H, W, C), seed, kind), values((n, oh_n, ow_n, C), seed + 1, kind)

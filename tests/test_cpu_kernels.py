@@ -176,6 +176,85 @@ def test_training_gives_the_same_weights_with_and_without_the_cpu_kernels(both):
         assert_same_bits(a, b, "weights after training")
 
 
+CONV_CASES = [   # (n, H, W, C, window, strides, padding): the convnet's layers, 'same', strides, C = 1, odd sizes
+    (3, 28, 28, 1, (3, 3), (1, 1), "valid"), (2, 13, 13, 32, (3, 3), (1, 1), "valid"),
+    (2, 26, 26, 8, (2, 2), (2, 2), "valid"), (2, 11, 11, 16, (2, 2), (2, 2), "valid"),
+    (2, 7, 9, 5, (3, 3), (2, 2), "same"), (1, 6, 5, 3, (3, 2), (1, 2), "same"),
+    (2, 5, 6, 7, (4, 4), (3, 1), "same"), (1, 4, 4, 2, (2, 3), (1, 1), "valid")]
+
+
+def conv_values(shape, seed):
+    """Normal values with ties (small integers), -0, +-inf, NaN and IEEE subnormals mixed in."""
+    r = np.random.default_rng(seed)
+    v = r.standard_normal(shape).astype(F)
+    pick = r.random(shape)
+    v = np.where(pick < 0.25, r.integers(-2, 3, shape).astype(F), v)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 1e-45], F)
+    return np.where(pick > 0.95, specials[r.integers(0, specials.size, shape)], v).astype(F)
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[:4])) + f"-{c[4]}-{c[5]}-{c[6]}")
+def test_conv_kernels_give_the_twins_bits_on_the_cpu(both, launches, case):
+    """im2col, col2im and max/average pooling forward and backward (conv.cu's ``_px`` kernels) against
+    gpunet/kernels/conv.py's NumPy forms: the same bits, the same max-pool argmax (ties, NaN, subnormals)."""
+    from gpunet.kernels import conv
+    n, H, W, C, (kh, kw), (sh, sw), padding = case
+    oh, ow, pt, pl = conv.conv_geometry(H, W, kh, kw, sh, sw, padding)
+    window = (kh, kw, sh, sw, pt, pl, oh, ow)
+    x, gy = conv_values((n, H, W, C), 1), conv_values((n, oh, ow, C), 2)
+    g_cols = conv_values((n * oh * ow, kh * kw * C), 3)
+    arg = conv.max_pool2d(np, np.nan_to_num(x), *window)[1]      # a valid argmax for the backward
+    runs = {"im2col": lambda: conv.im2col(np, x, *window),
+            "col2im": lambda: conv.col2im(np, g_cols, n, H, W, C, *window),
+            "max_pool2d": lambda: conv.max_pool2d(np, x, *window),
+            "max_pool2d_backward": lambda: conv.max_pool2d_backward(np, gy, arg, n, H, W, C, *window),
+            "avg_pool2d": lambda: conv.avg_pool2d(np, x, *window),
+            "avg_pool2d_backward": lambda: conv.avg_pool2d_backward(np, gy, n, H, W, C, *window)}
+    for what, run in runs.items():
+        got, want = both(run)
+        if what == "max_pool2d":
+            assert np.array_equal(got[1], want[1]), f"max_pool2d argmax {case}"
+            got, want = got[0], want[0]
+        assert_same_bits(got, want, f"{what} {case}")
+
+
+@needs_compiler
+def test_the_conv_kernels_run_and_keep_ieee_subnormals(launches, monkeypatch):
+    """The ``_px`` kernels are what runs on the CPU, and a subnormal is not a zero there: it beats +0 in a
+    max-pool window (CuPy's -ftz=true flushes; the CPU build, like NumPy, does not)."""
+    from gpunet.kernels import conv
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    x = np.array([0.0, 1e-45, -0.0, -1e-40], F).reshape(1, 2, 2, 1)
+    y, arg = conv.max_pool2d(np, x, 2, 2, 2, 2, 0, 0, 1, 1)
+    assert y.ravel().view(np.uint32)[0] == np.array(1e-45, F).view(np.uint32) and arg.ravel()[0] == 1
+    conv.im2col(np, x, 2, 2, 1, 1, 0, 0, 1, 1)
+    conv.avg_pool2d_backward(np, y, 1, 2, 2, 1, 2, 2, 2, 2, 0, 0, 1, 1)
+    assert launches == ["max_pool_fwd_px", "im2col_px", "avg_pool_bwd_px"]
+
+
+@needs_compiler
+def test_a_convnet_trains_to_the_same_weights_with_and_without_the_cpu_kernels(both):
+    """Conv2D/ReLU (bias and ReLU in one pass), max pooling, average pooling, Dense: two epochs, bit for bit."""
+    r = np.random.default_rng(1)
+    x, y = r.integers(0, 256, (96, 12, 12, 1), dtype=np.uint8), r.integers(0, 10, 96)
+    L = gpunet.layers
+
+    def train():
+        gpunet.random.seed(5)
+        net = gpunet.models.Sequential([L.Rescaling(1 / 255, input_shape=(12, 12, 1)),
+                                        L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(2),
+                                        L.Conv2D(6, 3, activation="relu", padding="same"),
+                                        L.AveragePooling2D(2, padding="same"), L.Flatten(),
+                                        L.Dense(16, activation="relu"), L.Dense(10, activation="softmax")])
+        net.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+        net.fit(x, y, batch_size=32, epochs=2, verbose=0)
+        return [w.copy() for w in net.get_weights()]
+    got, want = both(train)
+    for a, b in zip(got, want):
+        assert_same_bits(a, b, "convnet weights after training")
+
+
 # ------------------------------------------------------------------ the translation unit
 def test_every_grid_stride_loop_becomes_an_omp_for_loop():
     for source in (dense.SOURCE, softmax_xent.SOURCE, sgd.SOURCE, rmsprop.SOURCE, adam.SOURCE):

@@ -189,7 +189,8 @@ def _signatures():
     out = {}
     code = "\n".join(source.code for source in cuda.SOURCES)
     for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", code):
-        out[name] = [" ".join(p.split()[:-1]).replace("const ", "").replace(" *", "*") for p in params.split(",")]
+        out[name] = [" ".join(p.split()[:-1]).replace("const ", "").replace(" __restrict__", "").replace(" *", "*")
+                     for p in params.split(",")]
     return out
 
 
@@ -223,6 +224,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
         _check_args(name, args, sig)
         launched.append(name)
         calls.append((name, args))
+        return True
 
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     monkeypatch.setattr(cuda.Source, "launch", fake_launch)
@@ -267,6 +269,17 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window)
     conv_cuda.avg_pool2d(np, x4, *window)
     conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
+    monkeypatch.setattr(cuda, "is_gpu", lambda xp: False)           # the kernels shaped for a CPU (host.py)
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    kernels.bias_act(np, z, b, "relu")
+    kernels.bias_act(np, z, None, None, out=np.empty_like(z))
+    cols = conv_cuda.im2col(np, x4, *window)
+    conv_cuda.col2im(np, cols, 2, 5, 4, 3, *window)
+    y4, arg = conv_cuda.max_pool2d(np, x4, *window)
+    conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window)
+    conv_cuda.avg_pool2d(np, x4, *window)
+    conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
+    monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     assert set(launched) == set(sig)
     before = len(launched)          # strided views are not flat buffers: the twin runs instead of a kernel
     np.testing.assert_array_equal(kernels.bias_act(np, y1h.T, None, "relu", out=np.empty((3, 4), F)), y1h.T)

@@ -14,9 +14,14 @@ extern "C" {
 
 // v with a subnormal read as +0, as a flushing unit reads it: comparisons then agree whether or not the
 // compiler flushes them (see dense.cu). The value stored is always the input's own bits.
+// The CPU build (host.py) keeps IEEE subnormals, as the twins do there: v itself.
+#ifdef GPUNET_IEEE_SUBNORMALS
+__device__ __forceinline__ float flushed(float v) { return v; }
+#else
 __device__ __forceinline__ float flushed(float v) {
     return (__float_as_int(v) & 0x7fffffff) < 0x00800000 ? 0.0f : v;
 }
+#endif
 
 // cols[(i*oh_n + oh)*ow_n + ow, (dy*kw + dx)*C + c] = x[i, oh*sh + dy - pt, ow*sw + dx - pl, c], or +0
 // outside x. A copy: the bits of x.
@@ -178,6 +183,187 @@ __global__ void avg_pool_bwd(const float* gy, float* gx, long long n, long long 
             }
         }
         gx[i] = acc;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The same six operations shaped for a CPU (host.py launches these, not the ones above, on NumPy arrays):
+// one loop iteration per pixel with the channels innermost, so each inner loop runs over contiguous
+// memory and the compiler vectorizes it (the kernels above spend several 64-bit divisions per element).
+// Each element gets the same operations in the same order as above, so the same bits. Valid CUDA too,
+// but uncoalesced on a GPU (neighbouring threads C floats apart): the GPU runs the kernels above.
+
+// im2col: row r = (b, oh, ow) of cols, offset (dy, dx) by offset; a window row inside x is one copy of
+// kw*C contiguous floats.
+__global__ void im2col_px(const float* __restrict__ x, float* __restrict__ cols, long long n, long long H,
+                          long long W, long long C, long long kh, long long kw, long long sh, long long sw,
+                          long long pt, long long pl, long long oh_n, long long ow_n) {
+    long long kc = kw * C, row_len = kh * kc, rows = n * oh_n * ow_n;
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        long long t = r / ow_n, ow = r - t * ow_n;
+        long long b = t / oh_n, oh = t - b * oh_n;
+        long long x0 = ow * sw - pl;
+        for (long long dy = 0; dy < kh; ++dy) {
+            float* __restrict__ out = cols + r * row_len + dy * kc;
+            long long y = oh * sh + dy - pt;
+            if (y < 0 || y >= H) {
+                for (long long k = 0; k < kc; ++k) out[k] = 0.0f;
+                continue;
+            }
+            const float* __restrict__ line = x + (b * H + y) * W * C;
+            if (x0 >= 0 && x0 + kw <= W) {
+                for (long long k = 0; k < kc; ++k) out[k] = line[x0 * C + k];
+                continue;
+            }
+            for (long long dx = 0; dx < kw; ++dx) {
+                long long xx = x0 + dx;
+                bool inside = xx >= 0 && xx < W;
+                for (long long c = 0; c < C; ++c) out[dx * C + c] = inside ? line[xx * C + c] : 0.0f;
+            }
+        }
+    }
+}
+
+// col2im: pixel p = (b, y, xx) of x, all channels at once: +0, then the cols entries of offsets (dy, dx)
+// in row-major order (col2im's order).
+__global__ void col2im_px(const float* __restrict__ cols, float* __restrict__ x, long long n, long long H,
+                          long long W, long long C, long long kh, long long kw, long long sh, long long sw,
+                          long long pt, long long pl, long long oh_n, long long ow_n) {
+    long long row_len = kh * kw * C, pixels = n * H * W;
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pixels; p += (long long)gridDim.x * blockDim.x) {
+        long long t = p / W, xx = p - t * W;
+        long long b = t / H, y = t - b * H;
+        long long ry = y + pt, rx = xx + pl;
+        float* __restrict__ acc = x + p * C;
+        for (long long c = 0; c < C; ++c) acc[c] = 0.0f;
+        for (long long dy = ry % sh; dy < kh && dy <= ry; dy += sh) {
+            long long oh = (ry - dy) / sh;
+            if (oh >= oh_n) continue;
+            for (long long dx = rx % sw; dx < kw && dx <= rx; dx += sw) {
+                long long ow = (rx - dx) / sw;
+                if (ow >= ow_n) continue;
+                const float* __restrict__ g = cols + ((b * oh_n + oh) * ow_n + ow) * row_len + (dy * kw + dx) * C;
+                for (long long c = 0; c < C; ++c) acc[c] = __fadd_rn(acc[c], g[c]);
+            }
+        }
+    }
+}
+
+// max_pool_fwd: output pixel p = (b, oh, ow): its first position inside x taken as it is, each later
+// one replacing channel c's maximum only when strictly greater (max_pool_fwd's rule).
+__global__ void max_pool_fwd_px(const float* __restrict__ x, float* __restrict__ y, int* __restrict__ arg,
+                                long long n, long long H, long long W, long long C, long long ph, long long pw,
+                                long long sh, long long sw, long long pt, long long pl, long long oh_n,
+                                long long ow_n) {
+    long long pixels = n * oh_n * ow_n;
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pixels; p += (long long)gridDim.x * blockDim.x) {
+        long long t = p / ow_n, ow = p - t * ow_n;
+        long long b = t / oh_n, oh = t - b * oh_n;
+        long long y0 = oh * sh - pt, x0 = ow * sw - pl;
+        float* __restrict__ best = y + p * C;
+        int* __restrict__ best_k = arg + p * C;
+        bool first = true;
+        for (long long dy = 0; dy < ph; ++dy) {
+            long long yy = y0 + dy;
+            if (yy < 0 || yy >= H) continue;
+            for (long long dx = 0; dx < pw; ++dx) {
+                long long xx = x0 + dx;
+                if (xx < 0 || xx >= W) continue;
+                const float* __restrict__ v = x + ((b * H + yy) * W + xx) * C;
+                int k = (int)(dy * pw + dx);
+                if (first) {
+                    for (long long c = 0; c < C; ++c) { best[c] = v[c]; best_k[c] = k; }
+                    first = false;
+                    continue;
+                }
+                for (long long c = 0; c < C; ++c) {
+                    bool take = flushed(v[c]) > flushed(best[c]);
+                    best[c] = take ? v[c] : best[c];
+                    best_k[c] = take ? k : best_k[c];
+                }
+            }
+        }
+        if (first)
+            for (long long c = 0; c < C; ++c) { best[c] = __int_as_float(0xff800000); best_k[c] = -1; }
+    }
+}
+
+// max_pool_bwd: input pixel p = (b, yy, xx): +0, then gy of each window covering it whose arg points at
+// it, windows with oh, then ow, ascending.
+__global__ void max_pool_bwd_px(const float* __restrict__ gy, const int* __restrict__ arg, float* __restrict__ gx,
+                                long long n, long long H, long long W, long long C, long long ph, long long pw,
+                                long long sh, long long sw, long long pt, long long pl, long long oh_n,
+                                long long ow_n) {
+    long long pixels = n * H * W;
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pixels; p += (long long)gridDim.x * blockDim.x) {
+        long long t = p / W, xx = p - t * W;
+        long long b = t / H, yy = t - b * H;
+        long long ry = yy + pt, rx = xx + pl;
+        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
+        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
+        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
+        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        float* __restrict__ acc = gx + p * C;
+        for (long long c = 0; c < C; ++c) acc[c] = 0.0f;
+        for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
+            for (long long ow = ow_lo; ow <= ow_hi; ++ow) {
+                long long j = ((b * oh_n + oh) * ow_n + ow) * C;
+                int k = (int)((ry - oh * sh) * pw + (rx - ow * sw));
+                for (long long c = 0; c < C; ++c) acc[c] = arg[j + c] == k ? __fadd_rn(acc[c], gy[j + c]) : acc[c];
+            }
+        }
+    }
+}
+
+// avg_pool_fwd: output pixel p: the window's positions inside x summed row-major from +0, then one
+// division by their count.
+__global__ void avg_pool_fwd_px(const float* __restrict__ x, float* __restrict__ y, long long n, long long H,
+                                long long W, long long C, long long ph, long long pw, long long sh, long long sw,
+                                long long pt, long long pl, long long oh_n, long long ow_n) {
+    long long pixels = n * oh_n * ow_n;
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pixels; p += (long long)gridDim.x * blockDim.x) {
+        long long t = p / ow_n, ow = p - t * ow_n;
+        long long b = t / oh_n, oh = t - b * oh_n;
+        long long y0 = oh * sh - pt, x0 = ow * sw - pl;
+        float* __restrict__ s = y + p * C;
+        for (long long c = 0; c < C; ++c) s[c] = 0.0f;
+        for (long long dy = 0; dy < ph; ++dy) {
+            long long yy = y0 + dy;
+            if (yy < 0 || yy >= H) continue;
+            for (long long dx = 0; dx < pw; ++dx) {
+                long long xx = x0 + dx;
+                if (xx < 0 || xx >= W) continue;
+                const float* __restrict__ v = x + ((b * H + yy) * W + xx) * C;
+                for (long long c = 0; c < C; ++c) s[c] = __fadd_rn(s[c], v[c]);
+            }
+        }
+        float count = window_count(y0, x0, H, W, ph, pw);
+        for (long long c = 0; c < C; ++c) s[c] = __fdiv_rn(s[c], count);
+    }
+}
+
+// avg_pool_bwd: input pixel p: +0, then gy / count of each window covering it, oh, then ow, ascending.
+__global__ void avg_pool_bwd_px(const float* __restrict__ gy, float* __restrict__ gx, long long n, long long H,
+                                long long W, long long C, long long ph, long long pw, long long sh, long long sw,
+                                long long pt, long long pl, long long oh_n, long long ow_n) {
+    long long pixels = n * H * W;
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pixels; p += (long long)gridDim.x * blockDim.x) {
+        long long t = p / W, xx = p - t * W;
+        long long b = t / H, yy = t - b * H;
+        long long ry = yy + pt, rx = xx + pl;
+        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
+        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
+        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
+        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        float* __restrict__ acc = gx + p * C;
+        for (long long c = 0; c < C; ++c) acc[c] = 0.0f;
+        for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
+            for (long long ow = ow_lo; ow <= ow_hi; ++ow) {
+                const float* __restrict__ g = gy + ((b * oh_n + oh) * ow_n + ow) * C;
+                float count = window_count(oh * sh - pt, ow * sw - pl, H, W, ph, pw);
+                for (long long c = 0; c < C; ++c) acc[c] = __fadd_rn(acc[c], __fdiv_rn(g[c], count));
+            }
+        }
     }
 }
 

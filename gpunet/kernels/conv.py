@@ -1,7 +1,9 @@
 """Convolution and pooling on channels-last float32 arrays: im2col/col2im and the pooling passes.
 
 Every function takes the array module ``xp`` first and runs on NumPy and CuPy alike (the NumPy
-forms are the twins of the CUDA kernels of ``conv_cuda.py``: same operations, same order). Arrays
+forms are the twins of the CUDA kernels of ``conv_cuda.py``: same operations, same order). float32 runs
+``conv.cu``: on a GPU its kernels, on the CPU its ``_px`` kernels built by :mod:`.host` (the same bits;
+``GPUNET_CPU_KERNELS=0``, or no compiler: the NumPy forms below). Arrays
 are C-contiguous float32 ``(n, height, width, channels)`` (float64 works too, for gradient checks); the
 geometry comes from :func:`conv_geometry` (Keras/TensorFlow ``'valid'``/``'same'``).
 
@@ -21,6 +23,11 @@ from __future__ import annotations
 from . import conv_cuda, cuda
 
 PADDINGS = ("valid", "same")
+
+
+def _kernels(xp, a) -> bool:
+    """Run ``conv.cu`` for float32 ``a``: on a GPU, or on the CPU when its kernels are on (:mod:`.host`)."""
+    return str(a.dtype) == "float32" and cuda.fused(xp)
 
 
 def conv_geometry(in_h, in_w, kh, kw, sh, sw, padding):
@@ -78,8 +85,10 @@ def im2col(xp, x, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=None):
     result, ``4 * n*out_h*out_w*kh*kw*C`` bytes (``kh*kw / (sh*sw)`` times the input, about 9x for a
     3x3 stride-1 convolution); pass ``out`` to reuse it from step to step.
     """
-    if cuda.is_gpu(xp) and str(x.dtype) == "float32":     # a CUDA kernel (conv.cu), same bits
-        return conv_cuda.im2col(xp, x, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=out)
+    if _kernels(xp, x):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+        result = conv_cuda.im2col(xp, x, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=out, fallback=True)
+        if result is not None:
+            return result
     n, H, W, C = x.shape
     if out is None:
         out = xp.empty((n * out_h * out_w, kh * kw * C), dtype=x.dtype)
@@ -102,8 +111,11 @@ def col2im(xp, cols, n, H, W, C, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w
     """The adjoint of :func:`im2col`: ``cols (n*out_h*out_w, kh*kw*C)`` -> ``(n, H, W, C)`` float32,
     each input element 0.0 plus its contributions added in ``(dy, dx)`` row-major order, each addition
     rounded on its own (padding contributions dropped). Extra memory: none beyond the result (``out``)."""
-    if cuda.is_gpu(xp) and str(cols.dtype) == "float32":     # a CUDA kernel (conv.cu), same bits
-        return conv_cuda.col2im(xp, cols, n, H, W, C, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=out)
+    if _kernels(xp, cols):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+        result = conv_cuda.col2im(xp, cols, n, H, W, C, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=out,
+                                  fallback=True)
+        if result is not None:
+            return result
     gx = out if out is not None else xp.empty((n, H, W, C), dtype=cols.dtype)
     gx[...] = 0
     g6 = cols.reshape(n, out_h, out_w, kh, kw, C)
@@ -122,8 +134,10 @@ def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     (as TensorFlow's and PyTorch's CPU kernels pick it, so a tie sends the gradient to one position).
     Padded positions are never chosen; the window's first valid element starts the search and a later
     one replaces it only when strictly greater (a NaN there is kept, later NaNs are skipped)."""
-    if cuda.is_gpu(xp) and str(x.dtype) == "float32":     # a CUDA kernel (conv.cu), same bits
-        return conv_cuda.max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
+    if _kernels(xp, x):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+        result = conv_cuda.max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=True)
+        if result is not None:
+            return result
     n, H, W, C = x.shape
     y = xp.empty((n, out_h, out_w, C), dtype=x.dtype)
     arg = xp.full((n, out_h, out_w, C), -1, dtype="int32")
@@ -152,8 +166,11 @@ def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
 def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     """The gradient of :func:`max_pool2d`'s input, ``(n, H, W, C)`` float32: each element 0.0 plus ``gy``
     of every window whose ``arg`` points at it, added in window order (``oh``, then ``ow`` ascending)."""
-    if cuda.is_gpu(xp) and str(gy.dtype) == "float32":     # a CUDA kernel (conv.cu), same bits
-        return conv_cuda.max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
+    if _kernels(xp, gy):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+        result = conv_cuda.max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h,
+                                               out_w, fallback=True)
+        if result is not None:
+            return result
     gx = xp.zeros((n, H, W, C), dtype=gy.dtype)
     geometry = (H, W, sh, sw, pad_top, pad_left, out_h, out_w)
     for k, dy, dx in offsets(ph, pw, reverse=True):     # dy descending = oh ascending for one element
@@ -178,8 +195,10 @@ def avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     """Average pooling of ``x (n, H, W, C)`` -> ``(n, out_h, out_w, C)`` float32: the sum of the window's
     valid positions in row-major order from 0.0, then one division by their count (TensorFlow's
     ``'same'`` average pooling leaves the padding out of the count)."""
-    if cuda.is_gpu(xp) and str(x.dtype) == "float32":     # a CUDA kernel (conv.cu), same bits
-        return conv_cuda.avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
+    if _kernels(xp, x):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+        result = conv_cuda.avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=True)
+        if result is not None:
+            return result
     n, H, W, C = x.shape
     s = xp.zeros((n, out_h, out_w, C), dtype=x.dtype)
     geometry = (H, W, sh, sw, pad_top, pad_left, out_h, out_w)
@@ -195,8 +214,11 @@ def avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
 def avg_pool2d_backward(xp, gy, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     """The gradient of :func:`avg_pool2d`'s input, ``(n, H, W, C)`` float32: each element 0.0 plus
     ``gy / count`` (one rounded division per window) of each window covering it, in window order."""
-    if cuda.is_gpu(xp) and str(gy.dtype) == "float32":     # a CUDA kernel (conv.cu), same bits
-        return conv_cuda.avg_pool2d_backward(xp, gy, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
+    if _kernels(xp, gy):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+        result = conv_cuda.avg_pool2d_backward(xp, gy, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w,
+                                               fallback=True)
+        if result is not None:
+            return result
     g = gy / valid_counts(xp, H, W, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, gy.dtype)
     gx = xp.zeros((n, H, W, C), dtype=gy.dtype)
     geometry = (H, W, sh, sw, pad_top, pad_left, out_h, out_w)

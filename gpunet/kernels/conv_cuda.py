@@ -22,12 +22,16 @@ from . import cuda
 SOURCE = cuda.Source(__file__, "conv.cu")
 
 
-def _launch(name, n, args):
-    """Run kernel ``name``; with NumPy arrays it runs on the CPU build of ``conv.cu`` (:mod:`.host`), and
-    where that is off or cannot be built a ``RuntimeError`` says to call the twins of :mod:`.conv`
-    (nothing here would fill the result). On the CPU the twins are the faster choice anyway."""
-    if SOURCE.launch(name, n, args) is False:
-        raise RuntimeError(f"conv kernel {name}: NumPy arrays and no CPU build of conv.cu; use gpunet.kernels.conv")
+def _launch(xp, name, n, args, result, fallback):
+    """Run kernel ``name`` over ``n`` elements and return ``result``. With NumPy arrays (``xp`` NumPy) it
+    runs ``name_px``, the same operations shaped for a CPU, from the CPU build of ``conv.cu`` (:mod:`.host`);
+    where that is off or cannot be built: None with ``fallback`` (the caller runs the twin of :mod:`.conv`),
+    else a ``RuntimeError`` (nothing here would fill the result)."""
+    if SOURCE.launch(name if cuda.is_gpu(xp) else f"{name}_px", n, args):
+        return result
+    if fallback:
+        return None
+    raise RuntimeError(f"conv kernel {name}: NumPy arrays and no CPU build of conv.cu; use gpunet.kernels.conv")
 
 
 def _geometry(*values):
@@ -71,7 +75,7 @@ def _pool_windows_overlap(H, W, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
                          f"strides {sh}x{sw}, padding top {pad_top} left {pad_left}, output {out_h}x{out_w})")
 
 
-def im2col(xp, x, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=None):
+def im2col(xp, x, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=None, fallback=False):
     """``x`` ``(n, H, W, C)`` float32 -> its windows as rows, ``(n*out_h*out_w, kh*kw*C)`` float32 (into ``out``)."""
     _check_window(kh, kw, sh, sw)
     if x.ndim != 4:
@@ -79,23 +83,23 @@ def im2col(xp, x, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=None):
     n, H, W, C = x.shape
     x = _input(xp, x, x.shape, "float32", "im2col: x")
     cols = _output(xp, out, (n * out_h * out_w, kh * kw * C))
-    _launch("im2col", cols.size, (x, cols, *_geometry(n, H, W, C, kh, kw, sh, sw, pad_top, pad_left,
-                                                            out_h, out_w)))
-    return cols
+    return _launch(xp, "im2col", cols.size, (x, cols, *_geometry(n, H, W, C, kh, kw, sh, sw, pad_top, pad_left,
+                                                            out_h, out_w)),
+                   cols, fallback)
 
 
-def col2im(xp, cols, n, H, W, C, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=None):
+def col2im(xp, cols, n, H, W, C, kh, kw, sh, sw, pad_top, pad_left, out_h, out_w, out=None, fallback=False):
     """The adjoint of :func:`im2col`: ``cols`` ``(n*out_h*out_w, kh*kw*C)`` -> ``(n, H, W, C)`` float32, each
     element the sum of its copies (offsets ``(dy, dx)`` in row-major order, from +0)."""
     _check_window(kh, kw, sh, sw)
     cols = _input(xp, cols, (n * out_h * out_w, kh * kw * C), "float32", "col2im: cols")
     x = _output(xp, out, (n, H, W, C))
-    _launch("col2im", x.size, (cols, x, *_geometry(n, H, W, C, kh, kw, sh, sw, pad_top, pad_left,
-                                                         out_h, out_w)))
-    return x
+    return _launch(xp, "col2im", x.size, (cols, x, *_geometry(n, H, W, C, kh, kw, sh, sw, pad_top, pad_left,
+                                                         out_h, out_w)),
+                   x, fallback)
 
 
-def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
+def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False):
     """``x`` ``(n, H, W, C)`` float32 -> ``(y, arg)``, each ``(n, out_h, out_w, C)``: the window maxima (float32,
     copies of ``x``'s elements) and their offsets ``dy*pw + dx`` (int32; padding skipped)."""
     if x.ndim != 4:
@@ -105,24 +109,24 @@ def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     x = _input(xp, x, x.shape, "float32", "max_pool2d: x")
     y = xp.empty((n, out_h, out_w, C), dtype="float32")
     arg = xp.empty((n, out_h, out_w, C), dtype="int32")
-    _launch("max_pool_fwd", y.size, (x, y, arg, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
-                                                                 out_h, out_w)))
-    return y, arg
+    return _launch(xp, "max_pool_fwd", y.size, (x, y, arg, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
+                                                                 out_h, out_w)),
+                   (y, arg), fallback)
 
 
-def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
+def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False):
     """``gy`` ``(n, out_h, out_w, C)`` float32 and ``arg`` (from :func:`max_pool2d`) -> ``gx`` ``(n, H, W, C)``:
     each window's gradient goes to its maximum; an element's windows summed with ``oh``, then ``ow``, ascending."""
     _pool_windows_overlap(H, W, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
     gy = _input(xp, gy, (n, out_h, out_w, C), "float32", "max_pool2d_backward: gy")
     arg = _input(xp, arg, (n, out_h, out_w, C), "int32", "max_pool2d_backward: arg")
     gx = xp.empty((n, H, W, C), dtype="float32")
-    _launch("max_pool_bwd", gx.size, (gy, arg, gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
-                                                                    out_h, out_w)))
-    return gx
+    return _launch(xp, "max_pool_bwd", gx.size, (gy, arg, gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
+                                                                    out_h, out_w)),
+                   gx, fallback)
 
 
-def avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
+def avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False):
     """``x`` ``(n, H, W, C)`` float32 -> ``(n, out_h, out_w, C)``: each window's sum over its positions inside
     ``x`` (row-major, from +0) divided once by their count (padding not counted)."""
     if x.ndim != 4:
@@ -131,17 +135,17 @@ def avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     _pool_windows_overlap(H, W, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
     x = _input(xp, x, x.shape, "float32", "avg_pool2d: x")
     y = xp.empty((n, out_h, out_w, C), dtype="float32")
-    _launch("avg_pool_fwd", y.size, (x, y, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
-                                                            out_h, out_w)))
-    return y
+    return _launch(xp, "avg_pool_fwd", y.size, (x, y, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
+                                                            out_h, out_w)),
+                   y, fallback)
 
 
-def avg_pool2d_backward(xp, gy, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
+def avg_pool2d_backward(xp, gy, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False):
     """``gy`` ``(n, out_h, out_w, C)`` float32 -> ``gx`` ``(n, H, W, C)``: the sum over the windows covering each
     element (``oh``, then ``ow``, ascending, from +0) of ``gy / count`` (one division per window)."""
     _pool_windows_overlap(H, W, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
     gy = _input(xp, gy, (n, out_h, out_w, C), "float32", "avg_pool2d_backward: gy")
     gx = xp.empty((n, H, W, C), dtype="float32")
-    _launch("avg_pool_bwd", gx.size, (gy, gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
-                                                               out_h, out_w)))
-    return gx
+    return _launch(xp, "avg_pool_bwd", gx.size, (gy, gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
+                                                               out_h, out_w)),
+                   gx, fallback)

@@ -27,6 +27,20 @@ __global__ void bias_act_fwd(const float* z, const float* b, float* y, long long
     }
 }
 
+// bias_act_fwd shaped for a CPU (host.py launches it on NumPy arrays): one loop iteration per row, the
+// columns innermost, so b[c] needs no division (i % cols per element stops the compiler vectorizing).
+// Each element's operations are bias_act_fwd's: the same bits.
+__global__ void bias_act_rows(const float* z, const float* b, float* y, long long rows, long long cols, int act) {
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        const float* zr = z + r * cols;
+        float* yr = y + r * cols;
+        for (long long c = 0; c < cols; ++c) {
+            float v = b ? __fadd_rn(zr[c], b[c]) : zr[c];
+            yr[c] = (act == 1 && !(above_zero(v) || not_a_number(v))) ? 0.0f : v;
+        }
+    }
+}
+
 // gz = g * (y > 0), the twin's xp.multiply(g, y > 0): a multiplication, so an inf/NaN gradient gives
 // NaN and a negative one -0 where y <= 0 (or y is NaN).
 __global__ void relu_bwd(const float* g, const float* y, float* gz, long long n) {

@@ -28,6 +28,16 @@ def _flat(*arrays) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
 
+def _launch_bias_act(xp, z, b, out, code) -> bool:
+    """``bias_act_fwd`` on a GPU; on the CPU ``bias_act_rows`` (the same bits, a row per iteration)."""
+    cols = z.shape[-1] if z.ndim else 1
+    if cuda.is_gpu(xp):
+        return SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(cols),
+                                                      cuda.i32(code)))
+    return cols > 0 and SOURCE.launch("bias_act_rows", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size // cols),
+                                                                cuda.i64(cols), cuda.i32(code)))
+
+
 def bias_act(xp, z, b, activation, out=None):
     """``act(z + b)`` into ``out`` (default: in place into ``z``); ``b`` ``(cols,)`` or None,
     ``activation`` None/'linear' or 'relu'. Returns the result."""
@@ -37,8 +47,7 @@ def bias_act(xp, z, b, activation, out=None):
     code = ACTIVATION_CODES[activation]
     if cuda.fused(xp) and z.dtype == "float32" and out.dtype == "float32" and out.shape == z.shape and \
             _flat(z, out) and (b is None or (b.dtype == "float32" and b.shape == z.shape[-1:] and _flat(b))) and \
-            SOURCE.launch("bias_act_fwd", z.size, (z, cuda.pointer(b), out, cuda.i64(z.size), cuda.i64(z.shape[-1]),
-                                                   cuda.i32(code))):
+            _launch_bias_act(xp, z, b, out, code):
         return out
     if b is not None:
         z = xp.add(z, b, out=out)

@@ -63,6 +63,7 @@ class Conv2D(Layer):
     """
 
     activation_in_place = True      # forward's output is the layer's own array; backward reads cols, not z
+    fused_activations = ("relu",)   # forward(..., activation='relu'): the bias and ReLU in one pass
 
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -113,7 +114,7 @@ class Conv2D(Layer):
         oh, ow, _, _ = geometry((n, h, w, input_shape[-1]), self.kernel_size, self.strides, self.padding)
         return (n, oh, ow, self.filters)
 
-    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE, activation=None):
         n, h, w, c = x.shape if x.ndim == 4 else (None,) * 4
         if x.ndim != 4 or c != self.kernel.shape[2]:
             raise ShapeError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected images "
@@ -123,7 +124,7 @@ class Conv2D(Layer):
         buffers = {"cols": ws.array("cols", (n * oh * ow, kh * kw * c)),
                    "z": ws.array("z", (n * oh * ow, self.filters))}
         z, saved = conv2d_forward(xp, x, self.kernel.data, None if self.bias is None else self.bias.data,
-                                  self.strides, self.padding, buffers)
+                                  self.strides, self.padding, buffers, activation)
         return z, (xp, saved, ws)
 
     def backward(self, saved, gz, need_input=True):

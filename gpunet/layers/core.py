@@ -48,6 +48,7 @@ class Dense(Layer):
     """
 
     activation_in_place = True
+    fused_activations = ("relu",)   # forward(..., activation='relu'): the bias and ReLU in one pass
     supports_masking = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
@@ -84,14 +85,14 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
+    def forward(self, xp, x, training=False, ws=NO_WORKSPACE, activation=None):
         if x.shape[-1] != self.kernel.shape[0]:
             raise ShapeError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected axis -1 of "
                              f"input shape to have value {self.kernel.shape[0]}, but received input with shape "
                              f"{x.shape}; reshape the data (e.g. x.reshape((len(x), -1))) or add layers.Flatten() first")
         x2 = x.reshape(-1, x.shape[-1])
         z = kernels.dense_forward(xp, x2, self.kernel.data, None if self.bias is None else self.bias.data,
-                                  out=ws.array("z", (x2.shape[0], self.units)))
+                                  activation, out=ws.array("z", (x2.shape[0], self.units)))
         return z.reshape(x.shape[:-1] + (self.units,)), (xp, x2, x.shape, ws)
 
     def backward(self, saved, gz, need_input=True):

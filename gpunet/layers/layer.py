@@ -181,6 +181,7 @@ class Layer:
     accepts_integers = False     # True: integer data reaches forward as it is (else float32 first)
     activation_in_place = False  # True: forward's output is the layer's own array, which backward does not
                                  # read, so the tapeless step may apply the activation in place
+    fused_activations = ()       # activation names forward(..., activation=name) applies itself (with the bias)
     supports_masking = False     # Keras' flag, kept for code that reads it (gpunet has no masks)
 
     def __init_subclass__(cls, **kwargs):

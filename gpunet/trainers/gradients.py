@@ -88,6 +88,9 @@ class TapelessGradients:
         last = len(self.layers) - 1     # each layer's activation; the last one's left out for a loss on logits
         self.activations = [None if i == last and self.on_logits else layer.output_activation()
                             for i, layer in enumerate(self.layers)]
+        # the activations a layer's forward applies with its bias (one pass; the same bits as two)
+        self.fused = [act is not None and layer.activation_in_place and activations.name_of(act) in
+                      layer.fused_activations for layer, act in zip(self.layers, self.activations)]
         self.workspaces = [Workspace(self.xp) for _ in self.layers]
         self.loss_workspace = Workspace(self.xp)        # the fused loss kernels' results
         # a layer computes the gradient of its input only when some trainable weight lies before it
@@ -99,10 +102,13 @@ class TapelessGradients:
     def __call__(self, x, y, w=None):
         xp = self.xp
         stages = []
-        for layer, act, ws in zip(self.layers, self.activations, self.workspaces):
-            z, saved = layer.forward(xp, layer.prepare_input(x), True, ws)
-            x = z if act is None else act.forward(xp, z, out=z if layer.activation_in_place else
-                                                  ws.array("activation", z.shape, z.dtype))
+        for layer, act, fused, ws in zip(self.layers, self.activations, self.fused, self.workspaces):
+            if fused:
+                z, saved = layer.forward(xp, layer.prepare_input(x), True, ws, activation=act.name)
+            else:
+                z, saved = layer.forward(xp, layer.prepare_input(x), True, ws)
+            x = z if act is None or fused else act.forward(xp, z, out=z if layer.activation_in_place else
+                                                           ws.array("activation", z.shape, z.dtype))
             stages.append((saved, x))
         with softmax_xent.workspace(self.loss_workspace):     # its loss, probabilities and gradient reused
             loss, loss_backward = self.loss.logits_function(xp, x, y) if w is None else \

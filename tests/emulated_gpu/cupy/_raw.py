@@ -25,6 +25,7 @@ import numpy
 from gpunet.kernels import host
 
 LAUNCHES = collections.deque(maxlen=1000)   # the latest Launch records (bounded: they keep their arrays alive)
+LAUNCH_COUNT = [0]                          # launches so far in this process (len(LAUNCHES) stops at 1000)
 LAUNCH_HOOKS = []                           # hook(launch) -> truthy: defer the launch (stream capture)
 _TRAILER = b"\0gpunet-emulated-cuda-1-sha256\0"   # appended to each cached .so, then the digest of the ELF part
 
@@ -304,5 +305,6 @@ class RawKernel:
             raise NotImplementedError("the emulated kernel runner has no shared memory or cooperative groups")
         launch = Launch(self, grid, block, args, self.marshal(args), shared_mem, stream)   # args as given
         LAUNCHES.append(launch)
+        LAUNCH_COUNT[0] += 1
         if not any([hook(launch) for hook in tuple(LAUNCH_HOOKS)]):
             launch.run()
