@@ -44,6 +44,16 @@ import gpunet  # noqa: E402
 BACKENDS = ["numpy", "cupy-emulated" if EMULATED else "cupy"]
 
 
+@pytest.fixture(autouse=True)
+def _cpu_kernel_settings_read_afresh():
+    """gpunet reads $GPUNET_CPU_KERNELS and $OMP_NUM_THREADS at its first CPU-kernel launch and keeps them:
+    each test starts and ends (after monkeypatch's undo) reading them again."""
+    from gpunet.kernels import host
+    host.reset()
+    yield
+    host.reset()
+
+
 def pytest_report_header(config):
     return f"cupy backend: {'emulated CuPy (' + EMULATOR + ')' if EMULATED else 'real CuPy where a GPU exists'}"
 

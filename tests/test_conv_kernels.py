@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpunet.kernels import conv_cuda, cuda
+from gpunet.kernels import conv_cuda, cuda, host
 from subnormals import flushes, flushing
 
 F = np.float32
@@ -419,17 +419,18 @@ def _twins():
 def test_kernels_give_the_twins_bits(gpu_dev, geometry, seed, kind, monkeypatch):
     conv = _twins()
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")      # conv.py's NumPy forms, not the CPU build of conv.cu
+    host.reset()                    # the mode is read at the next launch
     n, H, W, C, kh, kw, sh, sw, pt, pl, oh_n, ow_n = geometry
-    window, xp, asarray, host = (kh, kw, sh, sw, pt, pl, oh_n, ow_n), gpu_dev.xp, gpu_dev.asarray, gpu_dev.to_host
+    window, xp, asarray, to_host = (kh, kw, sh, sw, pt, pl, oh_n, ow_n), gpu_dev.xp, gpu_dev.asarray, gpu_dev.to_host
     x, gy = values((n, H, W, C), seed, kind), values((n, oh_n, ow_n, C), seed + 1, kind)
     g_cols = values((n * oh_n * ow_n, kh * kw * C), seed + 2, kind)
-    y_max, arg = (host(a) for a in conv_cuda.max_pool2d(xp, asarray(x), *window))
-    got = {"im2col": host(conv_cuda.im2col(xp, asarray(x), *window)),
-           "col2im": host(conv_cuda.col2im(xp, asarray(g_cols), n, H, W, C, *window)),
+    y_max, arg = (to_host(a) for a in conv_cuda.max_pool2d(xp, asarray(x), *window))
+    got = {"im2col": to_host(conv_cuda.im2col(xp, asarray(x), *window)),
+           "col2im": to_host(conv_cuda.col2im(xp, asarray(g_cols), n, H, W, C, *window)),
            "max_pool2d": y_max, "arg": arg,
-           "max_pool2d_backward": host(conv_cuda.max_pool2d_backward(xp, asarray(gy), asarray(arg), n, H, W, C, *window)),
-           "avg_pool2d": host(conv_cuda.avg_pool2d(xp, asarray(x), *window)),
-           "avg_pool2d_backward": host(conv_cuda.avg_pool2d_backward(xp, asarray(gy), n, H, W, C, *window))}
+           "max_pool2d_backward": to_host(conv_cuda.max_pool2d_backward(xp, asarray(gy), asarray(arg), n, H, W, C, *window)),
+           "avg_pool2d": to_host(conv_cuda.avg_pool2d(xp, asarray(x), *window)),
+           "avg_pool2d_backward": to_host(conv_cuda.avg_pool2d_backward(xp, asarray(gy), n, H, W, C, *window))}
     with flushing(flushes(gpu_dev)):
         t_max, t_arg = conv.max_pool2d(np, x, *window)
         want = {"im2col": conv.im2col(np, x, *window), "col2im": conv.col2im(np, g_cols, n, H, W, C, *window),

@@ -51,10 +51,12 @@ def both(monkeypatch, launches):
     """``both(fn)``: ``(fn() with the CPU kernels, fn() with the twins)``; the kernels must have run."""
     def run(fn):
         monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+        host.reset()                    # the mode is read at the next launch
         del launches[:]
         with_kernels = fn()
         assert launches, "no CPU kernel ran"
         monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
+        host.reset()                    # the mode is read at the next launch
         del launches[:]
         twin = fn()
         assert not launches, "a kernel ran with GPUNET_CPU_KERNELS=0"
@@ -96,6 +98,7 @@ def test_the_bias_gradient_kernel_gives_numpys_row_sums(monkeypatch):
     """bias_grad adds the rows in order, as NumPy's gz.sum(axis=0) (cols > 1): launched directly (the CPU
     path keeps NumPy's vectorized sum, which is faster)."""
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()                    # the mode is read at the next launch
     gz = np.random.default_rng(3).standard_normal((129, 33)).astype(F)
     gz[0, :EDGE.size] = EDGE
     gb = np.empty(33, F)
@@ -145,6 +148,7 @@ def test_the_guard_and_adams_step_size_kernels_on_the_cpu(monkeypatch):
     """The two one-thread kernels (only thread 0 acts: blockIdx.x is the OpenMP thread) give the twins'
     values: the guard flags the first non-finite loss; alpha_t in double, rounded once."""
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()                    # the mode is read at the next launch
     halt, bad_step, bad_loss = np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1, F)
     counter = np.array([7], np.int64)
     for loss in (1.5, np.inf, np.nan):
@@ -225,6 +229,7 @@ def test_the_conv_kernels_run_and_keep_ieee_subnormals(launches, monkeypatch):
     max-pool window (CuPy's -ftz=true flushes; the CPU build, like NumPy, does not)."""
     from gpunet.kernels import conv
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()                    # the mode is read at the next launch
     x = np.array([0.0, 1e-45, -0.0, -1e-40], F).reshape(1, 2, 2, 1)
     y, arg = conv.max_pool2d(np, x, 2, 2, 2, 2, 0, 0, 1, 1)
     assert y.ravel().view(np.uint32)[0] == np.array(1e-45, F).view(np.uint32) and arg.ravel()[0] == 1
@@ -356,6 +361,7 @@ def no_compiler(fresh_cache, monkeypatch):
 
 def test_without_a_compiler_the_twins_run_and_one_line_says_why(no_compiler, monkeypatch, capfd):
     monkeypatch.delenv("GPUNET_CPU_KERNELS", raising=False)
+    host.reset()                    # the mode is read at the next launch
     z, b = np.array([[-1.0, 2.0]], F), np.array([0.5, 0.5], F)
     for _ in range(3):
         assert_same_bits(kernels.bias_act(np, z.copy(), b, "relu"), [[0.0, 2.5]])
@@ -368,15 +374,18 @@ def test_a_failed_build_falls_back_and_forcing_the_kernels_raises(fresh_cache, m
     monkeypatch.setenv("GPUNET_CXX", str(fresh_cache / "not-a-compiler"))
     monkeypatch.setattr(dense.SOURCE, "_host", None)
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()                    # the mode is read at the next launch
     with pytest.raises(host.BuildError, match="GPUNET_CPU_KERNELS=1.*cannot run the C\\+\\+ compiler"):
         kernels.bias_act(np, np.ones((2, 2), F), None, "relu")
     monkeypatch.delenv("GPUNET_CPU_KERNELS")
+    host.reset()                    # the mode is read at the next launch
     assert_same_bits(kernels.bias_act(np, -np.ones((2, 2), F), None, "relu"), np.zeros((2, 2), F))
     assert "the CPU kernels are off" in capfd.readouterr().err
 
 
 def test_gpunet_cpu_kernels_0_never_builds(no_compiler, monkeypatch, capfd):
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
+    host.reset()                    # the mode is read at the next launch
     kernels.bias_act(np, np.ones((2, 2), F), None, "relu")
     assert dense.SOURCE._host is None and capfd.readouterr().err == ""
 
@@ -405,6 +414,7 @@ def test_threads_follow_omp_num_threads_and_the_blas_limit(monkeypatch):
 @needs_compiler
 def test_the_thread_count_does_not_change_the_bits(monkeypatch):
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()                    # the mode is read at the next launch
     monkeypatch.setattr(host, "MIN_PER_THREAD", 1)
     results = []
     try:

@@ -22,7 +22,7 @@ import pytest
 
 import gpunet
 from gpunet import kernels, ops, optimizers
-from gpunet.kernels import cuda
+from gpunet.kernels import cuda, host
 from gpunet.optimizers.optimizer import kernel_ready
 from subnormals import flushes, flushing
 
@@ -260,6 +260,7 @@ def forced_gpu(monkeypatch):
     CPU's parameters take the twins: GPUNET_CPU_KERNELS=0)."""
     launched = []
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
+    host.reset()                    # the mode is read at the next launch
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     monkeypatch.setattr(cuda.Source, "launch", lambda source, name, n, args: launched.append(name))
     return launched

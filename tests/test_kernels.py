@@ -9,7 +9,7 @@ import pytest
 
 import gpunet
 from gpunet import kernels, optimizers
-from gpunet.kernels import conv_cuda, cuda
+from gpunet.kernels import conv_cuda, cuda, host
 
 rng = np.random.default_rng(5)
 F = np.float32
@@ -271,6 +271,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: False)           # the kernels shaped for a CPU (host.py)
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()                    # the mode is read at the next launch
     kernels.bias_act(np, z, b, "relu")
     kernels.bias_act(np, z, None, None, out=np.empty_like(z))
     cols = conv_cuda.im2col(np, x4, *window)

@@ -261,18 +261,24 @@ def translation_unit(code: str, kernels: dict) -> str:
     return "\n".join([PRELUDE, '#line 1 "kernel.cu"', body, '#line 1 "<cpu wrappers>"', *wraps])
 
 
-_state, _lock = {"threads": None, "reported": set(), "disabled": None}, threading.Lock()
+_state, _lock = {"threads": None, "reported": set(), "disabled": None, "mode": None}, threading.Lock()
 BUILD_SECONDS = {}      # source file name -> seconds its first build took in this process (0.0: from the cache)
 LOG = logging.getLogger("gpunet.kernels")
 
 
-def mode() -> str:                  # '0' (the twins), '1' (the kernels, required) or 'auto': $GPUNET_CPU_KERNELS
-    value = os.environ.get("GPUNET_CPU_KERNELS", "").strip().lower()
-    return "0" if value in ("0", "false", "no", "off") else "1" if value in ("1", "true", "yes", "on") else "auto"
+def mode() -> str:
+    """'0' (the twins), '1' (the kernels, required) or 'auto': $GPUNET_CPU_KERNELS, read at the first
+    launch (as $OMP_NUM_THREADS is) and again after :func:`reset`: a launch then reads no environment."""
+    m = _state["mode"]
+    if m is None:
+        value = os.environ.get("GPUNET_CPU_KERNELS", "").strip().lower()
+        m = _state["mode"] = "0" if value in ("0", "false", "no", "off") else \
+            "1" if value in ("1", "true", "yes", "on") else "auto"
+    return m
 
 
 def enabled() -> bool:               # do CPU launches use the kernels (not turned off, no failed build)?
-    return mode() != "0" and _state["disabled"] is None
+    return _state["disabled"] is None and mode() != "0"
 
 
 def threads() -> int:
@@ -300,8 +306,9 @@ def set_threads(n) -> None:         # n OpenMP threads per launch from now on (N
 
 
 def reset() -> None:
-    """Forget a failed build, the lines said and the thread count (tests; after changing $GPUNET_CXX or PATH)."""
-    _state.update(threads=None, disabled=None, reported=set())
+    """Forget a failed build, the lines said, the thread count and the mode: the next launch reads
+    $GPUNET_CPU_KERNELS, $OMP_NUM_THREADS (tests; after changing them, $GPUNET_CXX or PATH)."""
+    _state.update(threads=None, disabled=None, reported=set(), mode=None)
 
 
 def _say(line: str) -> None:      # one line on stderr, once per process
@@ -324,6 +331,18 @@ def _load(path):
         return ctypes.CDLL(str(path))
     finally:
         os.environ.pop("GOMP_SPINCOUNT", None)
+
+
+_char, _addressof = ctypes.c_char, ctypes.addressof
+
+
+def address(array) -> int:
+    """The address of ``array``'s first byte (``array.ctypes.data``, in a quarter of its time where the
+    array exports a writable buffer of at least one byte: the kernels' usual arguments)."""
+    try:
+        return _addressof(_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):      # read-only, empty or not contiguous
+        return array.ctypes.data
 
 
 class HostModule:
@@ -369,11 +388,11 @@ class HostModule:
     def launch(self, name: str, n: int, args: tuple) -> None:
         """Run kernel ``name`` over ``n`` elements: NumPy arrays are passed by address, anything else given
         for a pointer (``cuda.NULL``) as null."""
-        fn, pointers = self.function(name)
+        fn, pointers = self._functions.get(name) or self.function(name)
         if len(args) != len(pointers):
             raise TypeError(f"kernel {name} takes {len(pointers)} arguments, got {len(args)}")
-        c_args = [a.ctypes.data if type(a) is np.ndarray else (None if p else a) for a, p in zip(args, pointers)]
-        fn(max(1, min(threads(), n // MIN_PER_THREAD)), *c_args)
+        c_args = [address(a) if type(a) is np.ndarray else (None if p else a) for a, p in zip(args, pointers)]
+        fn(1 if n < 2 * MIN_PER_THREAD else max(1, min(threads(), n // MIN_PER_THREAD)), *c_args)
 
     def try_launch(self, name: str, n: int, args: tuple) -> bool:
         """:meth:`launch`, or False (the caller runs the twin) when the kernels are off or cannot be built:
