@@ -9,13 +9,18 @@ reused from step to step. Channels-last: ``x (n, height, width, channels)``, ker
 
 A convolution is im2col (:func:`gpunet.kernels.conv.im2col`) and one matrix product with the bias
 added (:func:`gpunet.kernels.dense_forward`); its backward is the dense layer's backward on the
-unfolded columns, then col2im for the input's gradient.
+unfolded columns, then col2im for the input's gradient. On the CPU a large unfolding goes by blocks of
+images (:func:`block_images`): each block's columns are made, multiplied and (backward: made again,
+multiplied, folded back) while they are in the cache, instead of one buffer that leaves it.
 """
 from __future__ import annotations
 
 from .errors import ShapeError
 from .kernels import conv as K
-from .kernels import dense_backward, dense_forward
+from .kernels import cuda, dense_backward, dense_forward
+from .kernels.dense import bias_grad, matmul
+
+BLOCK_BYTES = 2 << 20       # the CPU's unfolded columns per block (~L2/L3-resident): 2 MiB
 
 
 def pair(value, name: str) -> tuple:
@@ -42,12 +47,25 @@ def geometry(x_shape, window, strides, padding, what="input"):
 
 
 # ------------------------------------------------------------------ convolution
-def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None, activation=None):
+def block_images(xp, n, oh, ow, window_size):
+    """Images per block of the unfolding: on the CPU as many as fit :data:`BLOCK_BYTES` of columns
+    (``oh*ow`` rows of ``window_size = kh*kw*C`` floats each) when that is fewer than ``n``; else None
+    (one unfolding of the whole batch: always on a GPU, where one large product is fastest)."""
+    if cuda.is_gpu(xp) or n <= 1:
+        return None
+    per_image = max(oh * ow * window_size * 4, 1)
+    block = max(1, BLOCK_BYTES // per_image)
+    return block if block < n else None
+
+
+def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None, activation=None, block="auto"):
     """``x (n, H, W, C)`` * ``kernel (kh, kw, C, F)`` + ``bias (F,)`` -> ``(z (n, oh, ow, F), saved)``.
 
-    ``buffers``: optional ``{'cols', 'z'}`` arrays to write into (``(n*oh*ow, kh*kw*C)`` and
-    ``(n*oh*ow, F)``). The unfolded ``cols`` is kept for the backward. ``activation``: None or 'relu',
-    applied with the bias (:func:`gpunet.kernels.bias_act`).
+    ``buffers``: optional ``{'cols', 'z'}`` arrays to write into (``(rows, kh*kw*C)`` with ``rows`` the
+    block's ``block*oh*ow`` or the batch's ``n*oh*ow``, and ``(n*oh*ow, F)``). ``activation``: None or
+    'relu', applied with the bias (:func:`gpunet.kernels.bias_act`). ``block``: images per unfolding
+    ('auto': :func:`block_images`; None: the whole batch, whose ``cols`` the backward keeps; else the
+    backward keeps ``x`` and unfolds each block again).
     """
     kh, kw, c, f = kernel.shape
     if x.shape[-1:] != (c,):
@@ -55,26 +73,59 @@ def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None, activati
                          f"channels, the kernel {tuple(kernel.shape)} expects {c}")
     oh, ow, pt, pl = geometry(x.shape, (kh, kw), strides, padding)
     b = buffers or {}
-    n = x.shape[0]
-    cols = K.im2col(xp, x, kh, kw, *strides, pt, pl, oh, ow, out=b.get("cols"))
-    z = dense_forward(xp, cols, kernel.reshape(kh * kw * c, f), bias, activation, out=b.get("z"))
-    return z.reshape(n, oh, ow, f), (cols, x.shape, kernel, strides, (pt, pl, oh, ow))
+    n, window, k2 = x.shape[0], (kh, kw, *strides, pt, pl, oh, ow), kernel.reshape(kh * kw * c, f)
+    block = block_images(xp, n, oh, ow, kh * kw * c) if block == "auto" else block
+    if block is None or block >= n:
+        cols = K.im2col(xp, x, *window, out=b.get("cols"))
+        z = dense_forward(xp, cols, k2, bias, activation, out=b.get("z"))
+        return z.reshape(n, oh, ow, f), (cols, x.shape, kernel, strides, (pt, pl, oh, ow), None)
+    x = x if x.flags.c_contiguous else xp.ascontiguousarray(x)
+    z = b.get("z")
+    z = xp.empty((n * oh * ow, f), dtype=x.dtype) if z is None else z
+    cols = b.get("cols")
+    cols = xp.empty((block * oh * ow, kh * kw * c), dtype=x.dtype) if cols is None else cols
+    for i in range(0, n, block):
+        rows = (min(i + block, n) - i) * oh * ow
+        part = K.im2col(xp, x[i:i + block], *window, out=cols[:rows])
+        dense_forward(xp, part, k2, bias, activation, out=z[i * oh * ow:i * oh * ow + rows])
+    return z.reshape(n, oh, ow, f), (cols, x.shape, kernel, strides, (pt, pl, oh, ow), (x, block))
 
 
 def conv2d_backward(xp, saved, gz, need_x, need_kernel, need_bias, buffers=None):
     """``(grad x, grad kernel, grad bias)`` of :func:`conv2d_forward` from ``gz (n, oh, ow, F)``, None
-    where not needed. ``buffers``: optional ``{'gcols', 'gk', 'gb', 'gx'}`` arrays to write into."""
-    cols, (n, H, W, C), kernel, (sh, sw), (pt, pl, oh, ow) = saved
+    where not needed. ``buffers``: optional ``{'gcols', 'gk', 'gb', 'gx'}`` arrays to write into (``gcols``
+    shaped as the forward's ``cols``). By blocks, the kernel's gradient is the blocks' products summed
+    in order."""
+    cols, (n, H, W, C), kernel, (sh, sw), (pt, pl, oh, ow), blocked = saved
     kh, kw, _, f = kernel.shape
     b = buffers or {}
     gz2 = gz.reshape(n * oh * ow, f)
     if not gz2.flags.c_contiguous:
         gz2 = xp.ascontiguousarray(gz2)
-    gk_out = b.get("gk")
-    gcols, gk, gb = dense_backward(xp, gz2, cols, kernel.reshape(kh * kw * C, f), need_x, need_kernel, need_bias,
-                                   {"gx": b.get("gcols"), "gk": None if gk_out is None else gk_out.reshape(-1, f),
-                                    "gb": b.get("gb")})
-    gx = None if gcols is None else K.col2im(xp, gcols, n, H, W, C, kh, kw, sh, sw, pt, pl, oh, ow, out=b.get("gx"))
+    gk_out, k2, window = b.get("gk"), kernel.reshape(kh * kw * C, f), (kh, kw, sh, sw, pt, pl, oh, ow)
+    gk_out = None if gk_out is None else gk_out.reshape(-1, f)
+    if blocked is None:
+        gcols, gk, gb = dense_backward(xp, gz2, cols, k2, need_x, need_kernel, need_bias,
+                                       {"gx": b.get("gcols"), "gk": gk_out, "gb": b.get("gb")})
+        gx = None if gcols is None else K.col2im(xp, gcols, n, H, W, C, *window, out=b.get("gx"))
+        return gx, None if gk is None else gk.reshape(kernel.shape), gb
+    x, block = blocked
+    gx = b.get("gx") if b.get("gx") is not None or not need_x else xp.empty((n, H, W, C), dtype=gz2.dtype)
+    gcols = b.get("gcols") if b.get("gcols") is not None or not need_x else xp.empty(cols.shape, dtype=gz2.dtype)
+    gk = part_gk = None
+    for i in range(0, n, block):
+        rows = slice(i * oh * ow, min(i + block, n) * oh * ow)
+        g_rows, m = gz2[rows], min(i + block, n) - i
+        if need_kernel:                     # the block's columns again, then its share of the kernel's gradient
+            part = K.im2col(xp, x[i:i + m], *window, out=cols[:m * oh * ow])
+            if gk is None:
+                gk = matmul(xp, part.T, g_rows, out=gk_out)
+            else:
+                part_gk = matmul(xp, part.T, g_rows, out=part_gk)
+                xp.add(gk, part_gk, out=gk)
+        if need_x:
+            K.col2im(xp, matmul(xp, g_rows, k2.T, out=gcols[:m * oh * ow]), m, H, W, C, *window, out=gx[i:i + m])
+    gb = bias_grad(xp, gz2, out=b.get("gb")) if need_bias else None
     return gx, None if gk is None else gk.reshape(kernel.shape), gb
 
 

@@ -165,6 +165,77 @@ def test_conv2d_gradients_match_central_differences(dev, geo, filters, use_bias,
     check_grad(dev, lambda *t: ops.conv2d(*t[:2], t[2] if use_bias else None, s, padding), *arrays, seed=seed)
 
 
+@settings(max_examples=25, **SETTINGS)
+@given(geo=windows(max_size=5, max_window=3), n=st.integers(2, 5), filters=st.integers(1, 2),
+       use_bias=st.booleans(), seed=st.integers(0, 999))
+def test_blocked_unfolding_matches_the_loops_and_central_differences(monkeypatch, geo, n, filters, use_bias, seed):
+    """On the CPU a large unfolding goes by blocks of images (functional_conv.block_images); made tiny here
+    (one image per block), the convolution is still the naive loops' and its gradients the differences'."""
+    from gpunet import functional_conv
+    monkeypatch.setattr(functional_conv, "BLOCK_BYTES", 1)
+    _, h, w, c, ksize, s, padding = geo
+    assert functional_conv.block_images(np, n, 2, 2, 9) == 1
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((n, h, w, c)), rng.standard_normal(ksize + (c, filters))]
+    if use_bias:
+        arrays.append(rng.standard_normal(filters))
+    cpu = gpunet.device("cpu")
+    out = check_grad(cpu, lambda *t: ops.conv2d(*t[:2], t[2] if use_bias else None, s, padding), *arrays, seed=seed)
+    want = naive.naive_conv2d(*(a.astype(np.float32) for a in arrays[:2]),
+                              arrays[2].astype(np.float32) if use_bias else None, s, padding)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+def test_blocks_give_the_whole_batchs_results(block):
+    """conv2d_forward/backward by blocks of 1-3 images (the last one short) against one unfolding of the
+    batch: the same output, input and bias gradients, the kernel gradient within rounding (summed by block);
+    the lent buffers are written, the saved input is read again."""
+    from gpunet import functional_conv as FC
+    rng = np.random.default_rng(block)
+    x = rng.standard_normal((7, 6, 5, 3)).astype(np.float32)
+    k, bias = rng.standard_normal((3, 2, 3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    gz = rng.standard_normal((7, 6, 3, 4)).astype(np.float32)     # 'same' rows, stride (1, 2)
+    results = []
+    for b in (None, block):
+        rows = (b or 7) * 6 * 3
+        fwd = {"cols": np.full((rows, 18), np.nan, np.float32), "z": np.full((7 * 18, 4), np.nan, np.float32)}
+        z, saved = FC.conv2d_forward(np, x, k, bias, (1, 2), "same", fwd, "relu", b)
+        bwd = {"gcols": np.full((rows, 18), np.nan, np.float32), "gx": np.full(x.shape, np.nan, np.float32),
+               "gk": np.full(k.shape, np.nan, np.float32), "gb": np.full(4, np.nan, np.float32)}
+        grads = FC.conv2d_backward(np, saved, gz, True, True, True, bwd)
+        assert all(g is bwd[name] or g.base is bwd[name] for g, name in zip(grads, ("gx", "gk", "gb")))
+        results.append((z, *grads))
+    (z0, gx0, gk0, gb0), (z1, gx1, gk1, gb1) = results
+    np.testing.assert_array_equal(z1, z0)
+    np.testing.assert_array_equal(gx1, gx0)
+    np.testing.assert_array_equal(gb1, gb0)
+    np.testing.assert_allclose(gk1, gk0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z0, np.maximum(naive.naive_conv2d(x, k, bias, (1, 2), "same"), 0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_blocked_convnet_trains_as_an_unblocked_one(monkeypatch):
+    """The tapeless step with one image per block (the layer's workspace buffers block-sized) against the
+    whole-batch unfolding: the same losses and weights within rounding."""
+    from gpunet import functional_conv
+    data = np.random.default_rng(5)
+    x, y = data.integers(0, 256, (30, 8, 8, 2), dtype=np.uint8), to_categorical(data.integers(0, 3, 30), 3)
+    results = []
+    for block_bytes in (functional_conv.BLOCK_BYTES, 1):
+        monkeypatch.setattr(functional_conv, "BLOCK_BYTES", block_bytes)
+        gpunet.random.seed(7)
+        net = models.Sequential([layers.Rescaling(1 / 255, input_shape=(8, 8, 2)),
+                                 layers.Conv2D(4, 3, activation="relu"), layers.MaxPooling2D(2),
+                                 layers.Conv2D(3, 2, padding="same", activation="relu"), layers.Flatten(),
+                                 layers.Dense(3, activation="softmax")])
+        net.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+        h = net.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        results.append((net.get_weights(), h.history["loss"]))
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+
+
 @settings(max_examples=30, **SETTINGS)
 @given(geo=windows(max_size=5, max_window=3), seed=st.integers(0, 999))
 def test_pooling_gradients_match_central_differences(dev, geo, seed):

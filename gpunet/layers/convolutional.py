@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import activations
 from ..errors import ShapeError
-from ..functional_conv import conv2d_backward, conv2d_forward, geometry, pair
+from ..functional_conv import block_images, conv2d_backward, conv2d_forward, geometry, pair
 from .core import get_initializer, initializer_name
 from .layer import NO_WORKSPACE, Layer
 
@@ -121,10 +121,11 @@ class Conv2D(Layer):
                              f"(batch, height, width, {self.kernel.shape[2]}), got shape {x.shape}")
         kh, kw = self.kernel_size
         oh, ow, _, _ = geometry(x.shape, self.kernel_size, self.strides, self.padding)
-        buffers = {"cols": ws.array("cols", (n * oh * ow, kh * kw * c)),
+        block = block_images(xp, n, oh, ow, kh * kw * c)     # CPU: unfolded by blocks of images (cache-sized)
+        buffers = {"cols": ws.array("cols", ((block or n) * oh * ow, kh * kw * c)),
                    "z": ws.array("z", (n * oh * ow, self.filters))}
         z, saved = conv2d_forward(xp, x, self.kernel.data, None if self.bias is None else self.bias.data,
-                                  self.strides, self.padding, buffers, activation)
+                                  self.strides, self.padding, buffers, activation, block)
         return z, (xp, saved, ws)
 
     def backward(self, saved, gz, need_input=True):
