@@ -156,10 +156,11 @@ def max_pool2d_forward(xp, x, pool_size, strides=None, padding="valid"):
     return y, (arg, x.shape, pool, strides, g)
 
 
-def max_pool2d_backward(xp, saved, gy):
-    """The input's gradient: each window's gradient goes to its first maximum."""
+def max_pool2d_backward(xp, saved, gy, gate=None):
+    """The input's gradient: each window's gradient goes to its first maximum. ``gate``: the input as a
+    ReLU's output, whose backward is applied in the same pass."""
     arg, (n, H, W, C), pool, strides, g = saved
-    return K.max_pool2d_backward(xp, gy, arg, n, H, W, C, *pool, *strides, *g)
+    return K.max_pool2d_backward(xp, gy, arg, n, H, W, C, *pool, *strides, *g, gate=gate)
 
 
 def avg_pool2d_forward(xp, x, pool_size, strides=None, padding="valid"):

@@ -229,6 +229,9 @@ def run_all(dev, x, geometry, seed, kind):
     gx_cols = dev.to_host(conv_cuda.col2im(xp, dev.asarray(g_cols), n, H, W, C, *window))
     y_max, arg = (dev.to_host(a) for a in conv_cuda.max_pool2d(xp, xd, *window))
     gx_max = dev.to_host(conv_cuda.max_pool2d_backward(xp, dev.asarray(g_pool), dev.asarray(arg), n, H, W, C, *window))
+    gate = values((n, H, W, C), seed + 3, kind)      # the pooled input as a ReLU output: its backward in the pass
+    gx_gated = dev.to_host(conv_cuda.max_pool2d_backward(xp, dev.asarray(g_pool), dev.asarray(arg), n, H, W, C,
+                                                         *window, gate=dev.asarray(gate)))
     y_avg = dev.to_host(conv_cuda.avg_pool2d(xp, xd, *window))
     gx_avg = dev.to_host(conv_cuda.avg_pool2d_backward(xp, dev.asarray(g_pool), n, H, W, C, *window))
     with flushing(flush):
@@ -238,6 +241,8 @@ def run_all(dev, x, geometry, seed, kind):
         yield "max_pool2d", y_max, want_max
         assert np.array_equal(arg, want_arg), "max_pool2d arg"
         yield "max_pool2d_backward", gx_max, ref_max_pool_backward(g_pool, want_arg, n, H, W, C, *window)
+        yield "max_pool2d_backward gated", gx_gated, np.multiply(ref_max_pool_backward(g_pool, want_arg, n, H, W, C,
+                                                                                       *window), gate > 0)
         yield "avg_pool2d", y_avg, ref_avg_pool(x, *window)
         yield "avg_pool2d_backward", gx_avg, ref_avg_pool_backward(g_pool, n, H, W, C, *window)
 
@@ -429,6 +434,8 @@ def test_kernels_give_the_twins_bits(gpu_dev, geometry, seed, kind, monkeypatch)
            "col2im": to_host(conv_cuda.col2im(xp, asarray(g_cols), n, H, W, C, *window)),
            "max_pool2d": y_max, "arg": arg,
            "max_pool2d_backward": to_host(conv_cuda.max_pool2d_backward(xp, asarray(gy), asarray(arg), n, H, W, C, *window)),
+           "gated": to_host(conv_cuda.max_pool2d_backward(xp, asarray(gy), asarray(arg), n, H, W, C, *window,
+                                                          gate=asarray(x))),
            "avg_pool2d": to_host(conv_cuda.avg_pool2d(xp, asarray(x), *window)),
            "avg_pool2d_backward": to_host(conv_cuda.avg_pool2d_backward(xp, asarray(gy), n, H, W, C, *window))}
     with flushing(flushes(gpu_dev)):
@@ -436,6 +443,7 @@ def test_kernels_give_the_twins_bits(gpu_dev, geometry, seed, kind, monkeypatch)
         want = {"im2col": conv.im2col(np, x, *window), "col2im": conv.col2im(np, g_cols, n, H, W, C, *window),
                 "max_pool2d": t_max, "arg": t_arg,
                 "max_pool2d_backward": conv.max_pool2d_backward(np, gy, arg, n, H, W, C, *window),
+                "gated": conv.max_pool2d_backward(np, gy, arg, n, H, W, C, *window, gate=x),
                 "avg_pool2d": conv.avg_pool2d(np, x, *window),
                 "avg_pool2d_backward": conv.avg_pool2d_backward(np, gy, n, H, W, C, *window)}
     assert np.array_equal(got.pop("arg"), np.asarray(want.pop("arg"))), f"max_pool2d arg {geometry} {kind}"

@@ -106,6 +106,26 @@ def test_the_bias_gradient_kernel_gives_numpys_row_sums(monkeypatch):
     assert_same_bits(gb, gz.sum(axis=0))
 
 
+@needs_compiler
+@pytest.mark.parametrize("shape", [(129, 33), (43264 // 8, 32), (7, 2), (0, 5), (300, 1)])
+def test_the_cpu_bias_gradient_is_numpys_row_sums_on_any_thread_count(both, monkeypatch, shape):
+    """dense.bias_grad on the CPU (bias_grad_cols: a thread's share of the columns, the rows in order) gives
+    NumPy's gz.sum(axis=0) bits with 1-3 threads; a single column stays NumPy's (pairwise) sum."""
+    gz = np.random.default_rng(shape[0]).standard_normal(shape).astype(F)
+    gz.ravel()[:min(EDGE.size, gz.size)] = EDGE[:gz.size]
+    monkeypatch.setattr(host, "MIN_PER_THREAD", 1)
+    def bias_grad_with(threads):
+        host.set_threads(threads)           # (after both()'s reset)
+        return kernels.dense.bias_grad(np, gz, out=np.full(shape[1], np.nan, F))
+    for threads in (1, 2, 3):
+        if shape[1] > 1:
+            got, want = both(lambda: bias_grad_with(threads))
+        else:
+            got = want = bias_grad_with(threads)
+        assert_same_bits(got, want, f"{shape} with {threads} threads")
+        assert_same_bits(got, gz.sum(axis=0), f"{shape} with {threads} threads")
+
+
 def _xent_forward_kernel(z, y, sparse, w):
     """The forward as the GPU runs it (kernel + float64 row sum) with CPU kernels on; the twin with them off
     (CPU training runs the twin: glibc's expf is not NumPy's exp)."""
@@ -213,6 +233,8 @@ def test_conv_kernels_give_the_twins_bits_on_the_cpu(both, launches, case):
             "col2im": lambda: conv.col2im(np, g_cols, n, H, W, C, *window),
             "max_pool2d": lambda: conv.max_pool2d(np, x, *window),
             "max_pool2d_backward": lambda: conv.max_pool2d_backward(np, gy, arg, n, H, W, C, *window),
+            "max_pool2d_backward with the ReLU gate": lambda: conv.max_pool2d_backward(np, gy, arg, n, H, W, C,
+                                                                                      *window, gate=x),
             "avg_pool2d": lambda: conv.avg_pool2d(np, x, *window),
             "avg_pool2d_backward": lambda: conv.avg_pool2d_backward(np, gy, n, H, W, C, *window)}
     for what, run in runs.items():

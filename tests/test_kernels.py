@@ -274,6 +274,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     host.reset()                    # the mode is read at the next launch
     kernels.bias_act(np, z, b, "relu")
     kernels.bias_act(np, z, None, None, out=np.empty_like(z))
+    kernels.dense.bias_grad(np, z, out=np.empty(3, F))
     cols = conv_cuda.im2col(np, x4, *window)
     conv_cuda.col2im(np, cols, 2, 5, 4, 3, *window)
     y4, arg = conv_cuda.max_pool2d(np, x4, *window)

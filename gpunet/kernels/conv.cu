@@ -23,6 +23,17 @@ __device__ __forceinline__ float flushed(float v) {
 }
 #endif
 
+// The ReLU gradient's gate on a ReLU output y, as dense.cu's relu_bwd computes it (g * gate): 1 where
+// y > 0 (a subnormal counts as 0 on the GPU, whose unit flushes it; as itself on the CPU build), else 0.
+#ifdef GPUNET_IEEE_SUBNORMALS
+__device__ __forceinline__ float relu_gate(float y) { return y > 0.0f ? 1.0f : 0.0f; }
+#else
+__device__ __forceinline__ float relu_gate(float y) {
+    int bits = __float_as_int(y);
+    return bits >= 0x00800000 && bits <= 0x7f800000 ? 1.0f : 0.0f;
+}
+#endif
+
 // cols[(i*oh_n + oh)*ow_n + ow, (dy*kw + dx)*C + c] = x[i, oh*sh + dy - pt, ow*sw + dx - pl, c], or +0
 // outside x. A copy: the bits of x.
 __global__ void im2col(const float* x, float* cols, long long n, long long H, long long W, long long C,
@@ -102,10 +113,11 @@ __global__ void max_pool_fwd(const float* x, float* y, int* arg, long long n, lo
 }
 
 // gx[i, yy, xx, c] = the sum of gy over the windows whose arg points at this element: one thread per
-// element of x, acc = +0, then the windows covering it with oh ascending, then ow ascending.
-__global__ void max_pool_bwd(const float* gy, const int* arg, float* gx, long long n, long long H, long long W,
-                             long long C, long long ph, long long pw, long long sh, long long sw, long long pt,
-                             long long pl, long long oh_n, long long ow_n) {
+// element of x, acc = +0, then the windows covering it with oh ascending, then ow ascending. gate (may be
+// null): x as the output of a ReLU, whose backward is applied in the same pass: gx = acc * relu_gate(gate).
+__global__ void max_pool_bwd(const float* gy, const int* arg, const float* gate, float* gx, long long n, long long H,
+                             long long W, long long C, long long ph, long long pw, long long sh, long long sw,
+                             long long pt, long long pl, long long oh_n, long long ow_n) {
     long long total = n * H * W * C;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
         long long t = i / C, c = i - t * C;
@@ -123,7 +135,7 @@ __global__ void max_pool_bwd(const float* gy, const int* arg, float* gx, long lo
                 if (arg[j] == (ry - oh * sh) * pw + (rx - ow * sw)) acc = __fadd_rn(acc, gy[j]);
             }
         }
-        gx[i] = acc;
+        gx[i] = gate ? __fmul_rn(acc, relu_gate(gate[i])) : acc;
     }
 }
 
@@ -289,11 +301,11 @@ __global__ void max_pool_fwd_px(const float* __restrict__ x, float* __restrict__
 }
 
 // max_pool_bwd: input pixel p = (b, yy, xx): +0, then gy of each window covering it whose arg points at
-// it, windows with oh, then ow, ascending.
-__global__ void max_pool_bwd_px(const float* __restrict__ gy, const int* __restrict__ arg, float* __restrict__ gx,
-                                long long n, long long H, long long W, long long C, long long ph, long long pw,
-                                long long sh, long long sw, long long pt, long long pl, long long oh_n,
-                                long long ow_n) {
+// it, windows with oh, then ow, ascending; then the ReLU gate when given.
+__global__ void max_pool_bwd_px(const float* __restrict__ gy, const int* __restrict__ arg,
+                                const float* __restrict__ gate, float* __restrict__ gx, long long n, long long H,
+                                long long W, long long C, long long ph, long long pw, long long sh, long long sw,
+                                long long pt, long long pl, long long oh_n, long long ow_n) {
     long long pixels = n * H * W;
     for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pixels; p += (long long)gridDim.x * blockDim.x) {
         long long t = p / W, xx = p - t * W;
@@ -312,6 +324,8 @@ __global__ void max_pool_bwd_px(const float* __restrict__ gy, const int* __restr
                 for (long long c = 0; c < C; ++c) acc[c] = arg[j + c] == k ? __fadd_rn(acc[c], gy[j + c]) : acc[c];
             }
         }
+        if (gate)
+            for (long long c = 0; c < C; ++c) acc[c] = __fmul_rn(acc[c], relu_gate(gate[p * C + c]));
     }
 }
 

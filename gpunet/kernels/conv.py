@@ -27,7 +27,7 @@ PADDINGS = ("valid", "same")
 
 def _kernels(xp, a) -> bool:
     """Run ``conv.cu`` for float32 ``a``: on a GPU, or on the CPU when its kernels are on (:mod:`.host`)."""
-    return str(a.dtype) == "float32" and cuda.fused(xp)
+    return a.dtype.char == "f" and cuda.fused(xp)
 
 
 def conv_geometry(in_h, in_w, kh, kw, sh, sw, padding):
@@ -163,12 +163,14 @@ def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
     return y, arg
 
 
-def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w):
+def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, gate=None):
     """The gradient of :func:`max_pool2d`'s input, ``(n, H, W, C)`` float32: each element 0.0 plus ``gy``
-    of every window whose ``arg`` points at it, added in window order (``oh``, then ``ow`` ascending)."""
-    if _kernels(xp, gy):     # conv.cu: a CUDA kernel, or its CPU build (None: off)
+    of every window whose ``arg`` points at it, added in window order (``oh``, then ``ow`` ascending).
+    ``gate``: the input as the output of a ReLU, whose backward is applied too, ``gx * (gate > 0)`` (in
+    the kernels, in the same pass)."""
+    if _kernels(xp, gy) and (gate is None or gate.dtype.char == "f"):     # conv.cu (None: off)
         result = conv_cuda.max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h,
-                                               out_w, fallback=True)
+                                               out_w, fallback=True, gate=gate)
         if result is not None:
             return result
     gx = xp.zeros((n, H, W, C), dtype=gy.dtype)
@@ -178,6 +180,8 @@ def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_le
         if win is not None:
             oy, ox, iy, ix = win
             gx[:, iy, ix, :] += xp.where(arg[:, oy, ox, :] == k, gy[:, oy, ox, :], 0).astype(gy.dtype, copy=False)
+    if gate is not None:                                # the ReLU's backward, as dense.act_backward's twin
+        xp.multiply(gx, gate > 0, out=gx)
     return gx
 
 

@@ -35,11 +35,22 @@ def _launch(xp, name, n, args, result, fallback):
 
 
 def _geometry(*values):
-    """The sizes as ``long long`` kernel arguments, after checking they are integers in range."""
+    """The sizes as ``long long`` kernel arguments, after checking they are integers in range (a training
+    step asks for the same few geometries again and again: remembered)."""
+    try:
+        return _GEOMETRIES[values]
+    except (KeyError, TypeError):
+        pass
     for v in values:
         if int(v) != v or v < 0:
             raise ValueError(f"conv kernels: sizes, strides and paddings must be integers >= 0; got {values}")
-    return tuple(cuda.i64(v) for v in values)
+    converted = tuple(cuda.i64(v) for v in values)
+    if len(_GEOMETRIES) < 4096:
+        _GEOMETRIES[values] = converted
+    return converted
+
+
+_GEOMETRIES = {}        # sizes -> their kernel arguments
 
 
 def _check_window(k1, k2, s1, s2):
@@ -114,14 +125,18 @@ def max_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=
                    (y, arg), fallback)
 
 
-def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False):
+def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False,
+                        gate=None):
     """``gy`` ``(n, out_h, out_w, C)`` float32 and ``arg`` (from :func:`max_pool2d`) -> ``gx`` ``(n, H, W, C)``:
-    each window's gradient goes to its maximum; an element's windows summed with ``oh``, then ``ow``, ascending."""
+    each window's gradient goes to its maximum; an element's windows summed with ``oh``, then ``ow``, ascending.
+    ``gate``: the pooled input as a ReLU's output ``(n, H, W, C)``; the ReLU's backward in the same pass
+    (``gx * (gate > 0)``, as ``relu_bwd``)."""
     _pool_windows_overlap(H, W, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
     gy = _input(xp, gy, (n, out_h, out_w, C), "float32", "max_pool2d_backward: gy")
     arg = _input(xp, arg, (n, out_h, out_w, C), "int32", "max_pool2d_backward: arg")
+    gate = None if gate is None else _input(xp, gate, (n, H, W, C), "float32", "max_pool2d_backward: gate")
     gx = xp.empty((n, H, W, C), dtype="float32")
-    return _launch(xp, "max_pool_bwd", gx.size, (gy, arg, gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
+    return _launch(xp, "max_pool_bwd", gx.size, (gy, arg, cuda.pointer(gate), gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
                                                                     out_h, out_w)),
                    gx, fallback)
 

@@ -59,4 +59,28 @@ __global__ void bias_grad(const float* gz, float* gb, long long rows, long long 
     }
 }
 
+// gb[c .. c+W) = the sums over rows [0, rows) of those W columns of gz, the rows in order, in W registers
+// (W a constant: the compiler keeps acc in vector registers). A template: C++ linkage inside extern "C".
+extern "C++" template <int W>
+__device__ __forceinline__ void sum_columns(const float* __restrict__ gz, float* __restrict__ gb, long long rows,
+                                            long long cols, long long c) {
+    float acc[W];
+    for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+    for (long long r = 0; r < rows; ++r)
+        for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], gz[r * cols + c + j]);
+    for (int j = 0; j < W; ++j) gb[c + j] = acc[j];
+}
+
+// bias_grad shaped for a CPU (host.py launches it on NumPy arrays): block b (an OpenMP thread there) owns
+// the columns [b*per, (b+1)*per), summed 32, 16 or 1 at a time, each row's piece read contiguously
+// (vectorized) instead of a column at a time. Per column the additions of bias_grad: the same bits. Not a
+// grid-stride loop: each block handles its own share.
+__global__ void bias_grad_cols(const float* __restrict__ gz, float* __restrict__ gb, long long rows, long long cols) {
+    long long per = (cols + gridDim.x - 1) / gridDim.x;
+    long long c = blockIdx.x * per, c1 = c + per < cols ? c + per : cols;
+    for (; c + 32 <= c1; c += 32) sum_columns<32>(gz, gb, rows, cols, c);
+    for (; c + 16 <= c1; c += 16) sum_columns<16>(gz, gb, rows, cols, c);
+    for (; c < c1; ++c) sum_columns<1>(gz, gb, rows, cols, c);
+}
+
 }  // extern "C"

@@ -81,13 +81,18 @@ def dense_forward(xp, x2, kernel, bias, activation=None, out=None):
 
 
 def bias_grad(xp, gz, out=None):
-    """``gz.sum(axis=0)`` of a float32 ``(rows, cols)`` gradient, into ``out`` when given: on a GPU one
-    kernel (a thread per column adds the rows in order: the twin's bits, see ``dense.cu``)."""
-    if cuda.is_gpu(xp) and gz.dtype == "float32" and gz.ndim == 2 and _flat(gz) and \
+    """``gz.sum(axis=0)`` of a float32 ``(rows, cols)`` gradient, into ``out`` when given: one kernel that adds
+    the rows in order, NumPy's order for ``cols > 1`` (the twin's bits, see ``dense.cu``): on a GPU a thread
+    per column, on the CPU ``bias_grad_cols`` (each row read once, vectorized)."""
+    if gz.dtype == "float32" and gz.ndim == 2 and _flat(gz) and cuda.fused(xp) and \
             (out is None or (out.dtype == "float32" and out.shape == gz.shape[1:] and _flat(out))):
-        gb = xp.empty(gz.shape[1:], dtype="float32") if out is None else out    # (CPU: NumPy's vectorized row sums
-        SOURCE.launch("bias_grad", gz.shape[1], (gz, gb, cuda.i64(gz.shape[0]), cuda.i64(gz.shape[1])))  # are faster)
-        return gb
+        gb = xp.empty(gz.shape[1:], dtype="float32") if out is None else out
+        rows, cols = (cuda.i64(v) for v in gz.shape)
+        if cuda.is_gpu(xp):
+            SOURCE.launch("bias_grad", gz.shape[1], (gz, gb, rows, cols))
+            return gb
+        if gz.shape[1] > 1 and SOURCE.launch("bias_grad_cols", gz.size, (gz, gb, rows, cols)):
+            return gb                               # (one column: NumPy sums pairwise, its own order)
     return gz.sum(axis=0, out=out)
 
 

@@ -182,6 +182,7 @@ class Layer:
     activation_in_place = False  # True: forward's output is the layer's own array, which backward does not
                                  # read, so the tapeless step may apply the activation in place
     fused_activations = ()       # activation names forward(..., activation=name) applies itself (with the bias)
+    absorbs_relu_gradient = False  # backward(..., relu_output=y) applies the ReLU gradient of its input y too
     supports_masking = False     # Keras' flag, kept for code that reads it (gpunet has no masks)
 
     def __init_subclass__(cls, **kwargs):

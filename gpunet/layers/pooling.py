@@ -64,13 +64,15 @@ class MaxPooling2D(Pooling2D):
     (None, 13, 13, 32)
     """
 
+    absorbs_relu_gradient = True    # backward(..., relu_output=y): the previous ReLU's backward in the same pass
+
     def forward(self, xp, x, training=False, ws=NO_WORKSPACE):
         y, saved = max_pool2d_forward(xp, x, self.pool_size, self.strides, self.padding)
         return y, (xp, saved)
 
-    def backward(self, saved, gz, need_input=True):
+    def backward(self, saved, gz, need_input=True, relu_output=None):
         xp, pool_saved = saved
-        return (max_pool2d_backward(xp, pool_saved, gz) if need_input else None), []
+        return (max_pool2d_backward(xp, pool_saved, gz, relu_output) if need_input else None), []
 
 
 class AveragePooling2D(Pooling2D):

@@ -91,6 +91,9 @@ class TapelessGradients:
         # the activations a layer's forward applies with its bias (one pass; the same bits as two)
         self.fused = [act is not None and layer.activation_in_place and activations.name_of(act) in
                       layer.fused_activations for layer, act in zip(self.layers, self.activations)]
+        # a ReLU whose backward the next layer applies in its own (max pooling: one pass, not two)
+        self.absorbed = [activations.name_of(act) == "relu" and nxt.absorbs_relu_gradient
+                         for act, nxt in zip(self.activations, self.layers[1:])] + [False]
         self.workspaces = [Workspace(self.xp) for _ in self.layers]
         self.loss_workspace = Workspace(self.xp)        # the fused loss kernels' results
         # a layer computes the gradient of its input only when some trainable weight lies before it
@@ -118,9 +121,12 @@ class TapelessGradients:
         for i in range(len(self.layers) - 1, -1, -1):
             saved, out = stages[i]
             act = self.activations[i]
-            if act is not None:
+            if act is not None and not self.absorbed[i]:
                 g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype))
-            g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
+            if i > 0 and self.absorbed[i - 1]:
+                g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i], relu_output=stages[i - 1][1])
+            else:
+                g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
             if self.trained[i]:
                 grads[:0] = weight_grads
             if not self.need_input[i]:       # no weights before this layer: the walk back ends here
