@@ -8,16 +8,17 @@
 # whether this CuPy lets cuBLAS run under CUDA stream capture (gpunet's captured step uses its own
 # GEMM kernel because cuBLAS refuses; bench/test_bench.py times an epoch with jit_compile=True,
 # the CUDA graphs, against 'auto'). Commit OUTDIR afterwards. Each part writes its own file, so a timeout in one keeps
-# the others.
+# the others. The convnet comparison (issue 16) has not run on a GPU yet.
 #
 # Each part runs under its own time limit (seconds; override by environment) so that one lease of a
 # lent machine (15 minutes, start included) holds the whole script:
-#     GPU_SESSION_TESTS_S=240 GPU_SESSION_COMPARE_S=120 GPU_SESSION_BENCH_S=120
+#     GPU_SESSION_TESTS_S=240 GPU_SESSION_COMPARE_S=120 GPU_SESSION_CONVNET_S=90 GPU_SESSION_BENCH_S=120
 set -u
 out=${1:-bench/results/gpu-$(date +%Y-%m-%d)}
 mkdir -p "$out"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 tests_s=${GPU_SESSION_TESTS_S:-240}; compare_s=${GPU_SESSION_COMPARE_S:-120}; bench_s=${GPU_SESSION_BENCH_S:-120}
+conv_s=${GPU_SESSION_CONVNET_S:-90}
 # pytest-timeout, where installed, stops one hung test instead of the whole part.
 per_test=$(python -c "import pytest_timeout" 2>/dev/null && echo "--timeout=60")
 
@@ -67,6 +68,11 @@ echo "tests exit $?"; tail -3 "$out/pytest.txt"
 
 timeout "$compare_s" python bench/compare.py --device gpu --epochs 5 --json "$out/compare-fashion-mnist.json" > "$out/compare.txt" 2>&1
 echo "compare exit $?"; tail -6 "$out/compare.txt"
+
+# The book's convnet against PyTorch on the same GPU (issue 16; conv.cu's kernels, cuBLAS products).
+timeout "$conv_s" python bench/compare.py --device gpu --model convnet --epochs 3 --dataset mnist-sample \
+    --json "$out/compare-convnet.json" > "$out/compare-convnet.txt" 2>&1
+echo "convnet compare exit $?"; tail -4 "$out/compare-convnet.txt"
 
 timeout "$bench_s" python -m pytest -q -p no:cacheprovider bench --benchmark-json "$out/microbench.json" > "$out/microbench.txt" 2>&1
 echo "bench exit $?"; tail -3 "$out/microbench.txt"

@@ -60,8 +60,12 @@ def cpu_path(request, monkeypatch, dev):
     before/after of gpunet/kernels/host.py. On a GPU only 'kernels'."""
     if dev.is_gpu and request.param == "twins":
         pytest.skip("a GPU runs its CUDA kernels")
+    from gpunet.kernels import host
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1" if request.param == "kernels" else "0")
-    return request.param
+    host.reset()                            # gpunet reads the setting at its next launch
+    yield request.param
+    monkeypatch.undo()
+    host.reset()
 
 
 @pytest.mark.parametrize("name", ["sgd", "sgd_momentum", "rmsprop", "adam"])

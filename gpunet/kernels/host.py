@@ -15,7 +15,8 @@ SHA-256 trailer that detects a damaged file (rebuilt); each build's time is logg
 the same sources with this module's prelude, parser and cache (``tests/emulated_gpu/cupy/_raw.py``).
 Control: ``GPUNET_CPU_KERNELS=0`` runs the NumPy twins, ``=1`` requires the kernels (an error when
 they cannot be built); unset, a missing compiler or failed build falls back to the twins with one line
-on stderr. Threads: :func:`threads`.
+on stderr. The setting is read at the first launch (:func:`mode`; :func:`reset` reads it again).
+Threads: :func:`threads`.
 """
 from __future__ import annotations
 
