@@ -1,11 +1,14 @@
 """``Conv2D``: 2D convolution of channels-last images, Keras 3's arguments, shapes and config.
 
 The math is :func:`gpunet.functional_conv.conv2d_forward`/``conv2d_backward``: im2col into a
-``(n*out_h*out_w, kh*kw*C)`` buffer, one matrix product with the bias added, and in the backward the
+``(rows, kh*kw*C)`` buffer, one matrix product with the bias (and a ReLU) added, and in the backward the
 dense layer's products plus col2im. In the tapeless training step every one of those arrays is lent by
 the layer's :class:`~gpunet.layers.Workspace` and reused from step to step; the unfolded columns cost
-``4 * n*out_h*out_w*kh*kw*C`` bytes, and their gradient as much again when the input needs one (the
-book's convnet at batch 64: 1.6 MB, 8.9 MB (+8.9) and 1.3 MB (+1.3) for its three convolutions).
+``4 * rows*kh*kw*C`` bytes, and their gradient as much again when the input needs one. ``rows`` is
+``n*out_h*out_w`` on a GPU; on the CPU a batch whose columns exceed 2 MiB is unfolded by blocks of images
+(:func:`~gpunet.functional_conv.block_images`), each multiplied while in the cache. The book's convnet at
+batch 64 on the CPU: 1.6 MB, 2.1 MB (+2.1, 15 images a block) and 1.3 MB (+1.3) for its three
+convolutions, 8.4 MB in all (22 MB unblocked; a GPU holds the unblocked 1.6, 8.9 (+8.9) and 1.3 (+1.3)).
 """
 from __future__ import annotations
 
