@@ -181,23 +181,28 @@ def test_the_guard_and_adams_step_size_kernels_on_the_cpu(monkeypatch):
     assert t[0] == 5 and alpha[0] == F(adam.step_size(1e-3, 0.9, 0.999, 5))
 
 
-@needs_compiler
-def test_training_gives_the_same_weights_with_and_without_the_cpu_kernels(both):
-    """The chapter's network, two epochs of RMSprop through fit: the same weights, bit for bit."""
-    r = np.random.default_rng(0)
-    x, y = r.integers(0, 256, (256, 784), dtype=np.uint8), r.integers(0, 10, 256)
-
+def same_weights_with_and_without_the_cpu_kernels(both, network, x, y, batch_size, seed):
+    """Train ``network()`` (a list of layers) two epochs of RMSprop with the kernels, then with the twins:
+    the same weights, bit for bit."""
     def train():
-        gpunet.random.seed(3)
-        net = gpunet.models.Sequential([gpunet.layers.Rescaling(1 / 255, input_shape=(784,)),
-                                        gpunet.layers.Dense(64, activation="relu"),
-                                        gpunet.layers.Dense(10, activation="softmax")])
+        gpunet.random.seed(seed)
+        net = gpunet.models.Sequential(network())
         net.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
-        net.fit(x, y, batch_size=64, epochs=2, verbose=0)
+        net.fit(x, y, batch_size=batch_size, epochs=2, verbose=0)
         return [w.copy() for w in net.get_weights()]
     got, want = both(train)
     for a, b in zip(got, want):
         assert_same_bits(a, b, "weights after training")
+
+
+@needs_compiler
+def test_training_gives_the_same_weights_with_and_without_the_cpu_kernels(both):
+    """The chapter's network, two epochs of RMSprop through fit: the same weights, bit for bit."""
+    r, L = np.random.default_rng(0), gpunet.layers
+    same_weights_with_and_without_the_cpu_kernels(
+        both, lambda: [L.Rescaling(1 / 255, input_shape=(784,)), L.Dense(64, activation="relu"),
+                       L.Dense(10, activation="softmax")],
+        r.integers(0, 256, (256, 784), dtype=np.uint8), r.integers(0, 10, 256), 64, 3)
 
 
 CONV_CASES = [   # (n, H, W, C, window, strides, padding): the convnet's layers, 'same', strides, C = 1, odd sizes
@@ -262,24 +267,15 @@ def test_the_conv_kernels_run_and_keep_ieee_subnormals(launches, monkeypatch):
 
 @needs_compiler
 def test_a_convnet_trains_to_the_same_weights_with_and_without_the_cpu_kernels(both):
-    """Conv2D/ReLU (bias and ReLU in one pass), max pooling, average pooling, Dense: two epochs, bit for bit."""
-    r = np.random.default_rng(1)
-    x, y = r.integers(0, 256, (96, 12, 12, 1), dtype=np.uint8), r.integers(0, 10, 96)
-    L = gpunet.layers
-
-    def train():
-        gpunet.random.seed(5)
-        net = gpunet.models.Sequential([L.Rescaling(1 / 255, input_shape=(12, 12, 1)),
-                                        L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(2),
-                                        L.Conv2D(6, 3, activation="relu", padding="same"),
-                                        L.AveragePooling2D(2, padding="same"), L.Flatten(),
-                                        L.Dense(16, activation="relu"), L.Dense(10, activation="softmax")])
-        net.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
-        net.fit(x, y, batch_size=32, epochs=2, verbose=0)
-        return [w.copy() for w in net.get_weights()]
-    got, want = both(train)
-    for a, b in zip(got, want):
-        assert_same_bits(a, b, "convnet weights after training")
+    """Conv2D/ReLU (bias and ReLU in one pass), max pooling (with the ReLU's backward), average pooling,
+    Dense: two epochs, bit for bit."""
+    r, L = np.random.default_rng(1), gpunet.layers
+    same_weights_with_and_without_the_cpu_kernels(
+        both, lambda: [L.Rescaling(1 / 255, input_shape=(12, 12, 1)), L.Conv2D(8, 3, activation="relu"),
+                       L.MaxPooling2D(2), L.Conv2D(6, 3, activation="relu", padding="same"),
+                       L.AveragePooling2D(2, padding="same"), L.Flatten(), L.Dense(16, activation="relu"),
+                       L.Dense(10, activation="softmax")],
+        r.integers(0, 256, (96, 12, 12, 1), dtype=np.uint8), r.integers(0, 10, 96), 32, 5)
 
 
 # ------------------------------------------------------------------ the translation unit

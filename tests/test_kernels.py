@@ -263,24 +263,23 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
         param.device = __import__("types").SimpleNamespace(is_gpu=True, xp=np, context=__import__("contextlib").nullcontext())     # a stand-in GPU
         opt.apply([np.ones(6, F)], [param], halt=halt)
     x4, window = np.zeros((2, 5, 4, 3), F), (3, 2, 2, 1, 1, 0, 3, 3)        # convolution and pooling
-    cols = conv_cuda.im2col(np, x4, *window)
-    conv_cuda.col2im(np, cols, 2, 5, 4, 3, *window)
-    y4, arg = conv_cuda.max_pool2d(np, x4, *window)
-    conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window)
-    conv_cuda.avg_pool2d(np, x4, *window)
-    conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
+
+    def convolution_and_pooling():
+        cols = conv_cuda.im2col(np, x4, *window)
+        conv_cuda.col2im(np, cols, 2, 5, 4, 3, *window)
+        y4, arg = conv_cuda.max_pool2d(np, x4, *window)
+        conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window)
+        conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window, gate=x4)     # with the ReLU gate
+        conv_cuda.avg_pool2d(np, x4, *window)
+        conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
+    convolution_and_pooling()
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: False)           # the kernels shaped for a CPU (host.py)
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
     host.reset()                    # the mode is read at the next launch
     kernels.bias_act(np, z, b, "relu")
     kernels.bias_act(np, z, None, None, out=np.empty_like(z))
     kernels.dense.bias_grad(np, z, out=np.empty(3, F))
-    cols = conv_cuda.im2col(np, x4, *window)
-    conv_cuda.col2im(np, cols, 2, 5, 4, 3, *window)
-    y4, arg = conv_cuda.max_pool2d(np, x4, *window)
-    conv_cuda.max_pool2d_backward(np, y4, arg, 2, 5, 4, 3, *window)
-    conv_cuda.avg_pool2d(np, x4, *window)
-    conv_cuda.avg_pool2d_backward(np, y4, 2, 5, 4, 3, *window)
+    convolution_and_pooling()
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     assert set(launched) == set(sig)
     before = len(launched)          # strided views are not flat buffers: the twin runs instead of a kernel

@@ -34,6 +34,14 @@ __device__ __forceinline__ float relu_gate(float y) {
 }
 #endif
 
+// The windows lo..hi (of out_n, size k, stride s) that cover padded position r >= 0 along one axis:
+// window o covers r when 0 <= r - o*s < k. lo > hi when none does.
+__device__ __forceinline__ void covering(long long r, long long k, long long s, long long out_n, long long* lo,
+                                         long long* hi) {
+    *lo = r - k + 1 <= 0 ? 0 : (r - k + s) / s;
+    *hi = r / s < out_n - 1 ? r / s : out_n - 1;
+}
+
 // cols[(i*oh_n + oh)*ow_n + ow, (dy*kw + dx)*C + c] = x[i, oh*sh + dy - pt, ow*sw + dx - pl, c], or +0
 // outside x. A copy: the bits of x.
 __global__ void im2col(const float* x, float* cols, long long n, long long H, long long W, long long C,
@@ -124,10 +132,9 @@ __global__ void max_pool_bwd(const float* gy, const int* arg, const float* gate,
         long long t2 = t / W, xx = t - t2 * W;
         long long b = t2 / H, yy = t2 - b * H;
         long long ry = yy + pt, rx = xx + pl;           // window oh covers yy when 0 <= ry - oh*sh < ph
-        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
-        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
-        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
-        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        long long oh_lo, oh_hi, ow_lo, ow_hi;
+        covering(ry, ph, sh, oh_n, &oh_lo, &oh_hi);
+        covering(rx, pw, sw, ow_n, &ow_lo, &ow_hi);
         float acc = 0.0f;
         for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
             for (long long ow = ow_lo; ow <= ow_hi; ++ow) {
@@ -183,10 +190,9 @@ __global__ void avg_pool_bwd(const float* gy, float* gx, long long n, long long 
         long long t2 = t / W, xx = t - t2 * W;
         long long b = t2 / H, yy = t2 - b * H;
         long long ry = yy + pt, rx = xx + pl;
-        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
-        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
-        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
-        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        long long oh_lo, oh_hi, ow_lo, ow_hi;
+        covering(ry, ph, sh, oh_n, &oh_lo, &oh_hi);
+        covering(rx, pw, sw, ow_n, &ow_lo, &ow_hi);
         float acc = 0.0f;
         for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
             for (long long ow = ow_lo; ow <= ow_hi; ++ow) {
@@ -311,10 +317,9 @@ __global__ void max_pool_bwd_px(const float* __restrict__ gy, const int* __restr
         long long t = p / W, xx = p - t * W;
         long long b = t / H, yy = t - b * H;
         long long ry = yy + pt, rx = xx + pl;
-        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
-        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
-        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
-        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        long long oh_lo, oh_hi, ow_lo, ow_hi;
+        covering(ry, ph, sh, oh_n, &oh_lo, &oh_hi);
+        covering(rx, pw, sw, ow_n, &ow_lo, &ow_hi);
         float* __restrict__ acc = gx + p * C;
         for (long long c = 0; c < C; ++c) acc[c] = 0.0f;
         for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
@@ -365,10 +370,9 @@ __global__ void avg_pool_bwd_px(const float* __restrict__ gy, float* __restrict_
         long long t = p / W, xx = p - t * W;
         long long b = t / H, yy = t - b * H;
         long long ry = yy + pt, rx = xx + pl;
-        long long oh_lo = ry - ph + 1 <= 0 ? 0 : (ry - ph + sh) / sh, oh_hi = ry / sh;
-        long long ow_lo = rx - pw + 1 <= 0 ? 0 : (rx - pw + sw) / sw, ow_hi = rx / sw;
-        if (oh_hi > oh_n - 1) oh_hi = oh_n - 1;
-        if (ow_hi > ow_n - 1) ow_hi = ow_n - 1;
+        long long oh_lo, oh_hi, ow_lo, ow_hi;
+        covering(ry, ph, sh, oh_n, &oh_lo, &oh_hi);
+        covering(rx, pw, sw, ow_n, &ow_lo, &ow_hi);
         float* __restrict__ acc = gx + p * C;
         for (long long c = 0; c < C; ++c) acc[c] = 0.0f;
         for (long long oh = oh_lo; oh <= oh_hi; ++oh) {
