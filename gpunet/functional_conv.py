@@ -75,7 +75,8 @@ def conv2d_forward(xp, x, kernel, bias, strides, padding, buffers=None, activati
     b = buffers or {}
     n, window, k2 = x.shape[0], (kh, kw, *strides, pt, pl, oh, ow), kernel.reshape(kh * kw * c, f)
     block = block_images(xp, n, oh, ow, kh * kw * c) if block == "auto" else block
-    if block is None or block >= n:
+    if block is None or block >= n or kernel.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        # (mixed dtypes: one product, whose result type NumPy's promotion decides, as unblocked)
         cols = K.im2col(xp, x, *window, out=b.get("cols"))
         z = dense_forward(xp, cols, k2, bias, activation, out=b.get("z"))
         return z.reshape(n, oh, ow, f), (cols, x.shape, kernel, strides, (pt, pl, oh, ow), None)

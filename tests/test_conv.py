@@ -214,6 +214,26 @@ def test_blocks_give_the_whole_batchs_results(block):
     np.testing.assert_allclose(z0, np.maximum(naive.naive_conv2d(x, k, bias, (1, 2), "same"), 0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("x_dtype, k_dtype", [("float32", "float64"), ("float16", "float32"), ("float64", "float32")])
+def test_mixed_dtypes_promote_as_numpy_whatever_the_batch(monkeypatch, x_dtype, k_dtype):
+    """ops.conv2d of a float32 input and a float64 kernel gives float64 (NumPy's promotion), output and
+    gradients, for a batch that would be unfolded by blocks as for one that would not (found by a hostile
+    review: the blocked path took the input's dtype)."""
+    from gpunet import functional_conv
+    monkeypatch.setattr(functional_conv, "BLOCK_BYTES", 1)
+    rng = np.random.default_rng(0)
+    k = gpunet.tensor(rng.standard_normal((3, 3, 2, 4)).astype(k_dtype), dtype=k_dtype, requires_grad=True)
+    dtypes = []
+    for n in (1, 5):                # one image: never blocked; five: one image a block
+        x = gpunet.tensor(rng.standard_normal((n, 6, 6, 2)).astype(x_dtype), dtype=x_dtype, requires_grad=True)
+        with gpunet.GradientTape() as tape:
+            y = ops.conv2d(x, k, None, 1, "valid")
+            loss = ops.sum(y)
+        gx, gk = tape.gradient(loss, [x, k])
+        dtypes.append((y.dtype, gx.dtype, gk.dtype))
+    assert dtypes[0][0] == np.result_type(x_dtype, k_dtype) and dtypes[1] == dtypes[0], dtypes
+
+
 def test_a_blocked_convnet_trains_as_an_unblocked_one(monkeypatch):
     """The tapeless step with one image per block (the layer's workspace buffers block-sized) against the
     whole-batch unfolding: the same losses and weights within rounding."""

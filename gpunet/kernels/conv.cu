@@ -6,6 +6,9 @@ extern "C" {
 // __fdiv_rn: no FMA), so kernel and twin give the same bits (CuPy's -ftz=true: subnormals as zero, as
 // the twin run under tests/subnormals.flushing).
 //
+// (A NaN's sign bit is not part of that contract: where two NaNs meet in a sum, which one survives is
+// the hardware's choice, and NumPy's own vectorized loops differ from column to column.)
+//
 // Every kernel is a grid-stride loop with one output element per thread (no shared memory, no atomics:
 // a gradient element is summed by the one thread that owns it, in a fixed order). Indices are long long.
 // Geometry: x (n, H, W, C); window (oh, ow) covers rows oh*sh - pt .. oh*sh - pt + kh - 1 and columns
