@@ -35,9 +35,12 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import gpunet  # noqa: E402
-from gpunet import layers, models  # noqa: E402
 from gpunet.utils import to_categorical  # noqa: E402
 import reference  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
+import mnist as mnist_example  # noqa: E402  (examples/mnist.py: the chapter's network)
+import mnist_convnet  # noqa: E402  (examples/mnist_convnet.py: the book's convnet)
 
 
 def load(dataset):
@@ -60,19 +63,9 @@ DESCRIPTIONS = {"dense": "784-512-10 RMSprop", "convnet": "the book's convnet (C
 
 
 def build(device, model="dense"):
-    net = models.Sequential(device=device)
-    net.add(layers.Rescaling(1 / 255, input_shape=INPUT_SHAPES[model]))
-    if model == "convnet":
-        net.add(layers.Conv2D(32, (3, 3), activation="relu"))
-        net.add(layers.MaxPooling2D((2, 2)))
-        net.add(layers.Conv2D(64, (3, 3), activation="relu"))
-        net.add(layers.MaxPooling2D((2, 2)))
-        net.add(layers.Conv2D(64, (3, 3), activation="relu"))
-        net.add(layers.Flatten())
-        net.add(layers.Dense(64, activation="relu"))
-    else:
-        net.add(layers.Dense(512, activation="relu"))
-    net.add(layers.Dense(10, activation="softmax"))
+    """The network of examples/mnist.py (dense) or examples/mnist_convnet.py (the book's convnet), compiled
+    as they compile it: the benchmark runs exactly what a reader runs."""
+    net = (mnist_convnet if model == "convnet" else mnist_example).build(device)
     net.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
     return net
 

@@ -111,8 +111,11 @@ def conv2d_backward(xp, saved, gz, need_x, need_kernel, need_bias, buffers=None)
         gx = None if gcols is None else K.col2im(xp, gcols, n, H, W, C, *window, out=b.get("gx"))
         return gx, None if gk is None else gk.reshape(kernel.shape), gb
     x, block = blocked
-    gx = b.get("gx") if b.get("gx") is not None or not need_x else xp.empty((n, H, W, C), dtype=gz2.dtype)
-    gcols = b.get("gcols") if b.get("gcols") is not None or not need_x else xp.empty(cols.shape, dtype=gz2.dtype)
+    gx, gcols = b.get("gx"), b.get("gcols")
+    if need_x and gx is None:
+        gx = xp.empty((n, H, W, C), dtype=gz2.dtype)
+    if need_x and gcols is None:
+        gcols = xp.empty(cols.shape, dtype=gz2.dtype)
     gk = part_gk = None
     for i in range(0, n, block):
         rows = slice(i * oh * ow, min(i + block, n) * oh * ow)

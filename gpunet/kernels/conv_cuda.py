@@ -34,6 +34,9 @@ def _launch(xp, name, n, args, result, fallback):
     raise RuntimeError(f"conv kernel {name}: NumPy arrays and no CPU build of conv.cu; use gpunet.kernels.conv")
 
 
+_GEOMETRIES = {}        # sizes -> their kernel arguments (see _geometry)
+
+
 def _geometry(*values):
     """The sizes as ``long long`` kernel arguments, after checking they are integers in range (a training
     step asks for the same few geometries again and again: remembered)."""
@@ -48,9 +51,6 @@ def _geometry(*values):
     if len(_GEOMETRIES) < 4096:
         _GEOMETRIES[values] = converted
     return converted
-
-
-_GEOMETRIES = {}        # sizes -> their kernel arguments
 
 
 def _check_window(k1, k2, s1, s2):
