@@ -9,7 +9,7 @@ into arrays it is given (``out``, ``buffers``), so a training step need allocate
 """
 from __future__ import annotations
 
-from . import cuda, gemm
+from . import cuda, gemm, recording
 
 ACTIVATION_CODES = {None: 0, "linear": 0, "relu": 1}      # the kernels' ``act`` argument
 SOURCE = cuda.Source(__file__, "dense.cu")
@@ -20,7 +20,10 @@ def matmul(xp, a, b, out=None):
     the current CUDA stream is being captured into a graph."""
     if cuda.capturing(xp):
         return gemm.matmul(xp, a, b, out=out)
-    return xp.matmul(a, b, out=out)
+    out = xp.matmul(a, b, out=out)
+    if recording.active() is not None:      # a CPU step being recorded: the product again into ``out``
+        recording.record(xp.matmul, a, b, out=out, keep=(a, b, out))
+    return out
 
 
 def _flat(*arrays) -> bool:

@@ -34,6 +34,7 @@ import threading
 import time
 
 from .. import backend
+from . import recording
 from .build_cache import (BuildError, cached_build, compile_library, compiler_version,  # noqa: F401
                           user_cache, valid_library)    # (valid_library: for the emulated CuPy and tests)
 
@@ -318,7 +319,10 @@ class HostModule:
         if len(args) != len(pointers):
             raise TypeError(f"kernel {name} takes {len(pointers)} arguments, got {len(args)}")
         c_args = [address(a) if type(a) is np.ndarray else (None if p else a) for a, p in zip(args, pointers)]
-        fn(1 if n < 2 * MIN_PER_THREAD else max(1, min(threads(), n // MIN_PER_THREAD)), *c_args)
+        count = 1 if n < 2 * MIN_PER_THREAD else max(1, min(threads(), n // MIN_PER_THREAD))
+        fn(count, *c_args)
+        if recording.active() is not None:      # the same call again at each replay (its arrays kept alive)
+            recording.record(fn, count, *c_args, keep=args)
 
     def try_launch(self, name: str, n: int, args: tuple) -> bool:
         """:meth:`launch`, or False (the caller runs the twin) when the kernels are off or cannot be built:

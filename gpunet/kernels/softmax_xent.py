@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from . import cuda
+from . import cuda, recording
 
 SOURCE = cuda.Source(__file__, "softmax_xent.cu")
 _scope = threading.local()     # the workspace lent by :func:`workspace` (per thread)
@@ -101,6 +101,22 @@ def softmax_xent_forward(xp, z, y, sparse, w=None):
         if SOURCE.launch("softmax_xent_fwd", rows, (zc, y_arg, labels, probs, row_loss, cuda.i64(rows), cuda.i64(cols),
                                                     flag)):
             return sum_rows(xp, row_loss, w, rows, out=_array(xp, "loss", ())), probs
+    if getattr(_scope, "ws", None) is None:
+        return _twin_forward(xp, z, y, sparse, w)
+    loss, probs = _array(xp, "loss", (), z.dtype), _array(xp, "probs", z.shape, z.dtype)
+    _twin_forward_into(xp, z, y, sparse, w, loss, probs)
+    recording.record(_twin_forward_into, xp, z, y, sparse, w, loss, probs, keep=(z, y, w, loss, probs))
+    return loss, probs
+
+
+def _twin_forward_into(xp, z, y, sparse, w, loss, probs) -> None:
+    """:func:`_twin_forward` into the arrays ``loss`` (0-d) and ``probs`` (a workspace's: reused)."""
+    loss[...], probs[...] = _twin_forward(xp, z, y, sparse, w)
+
+
+def _twin_forward(xp, z, y, sparse, w):
+    """The NumPy twin of ``softmax_xent_fwd`` + :func:`sum_rows`: ``(loss, probs)``, new arrays."""
+    rows, cols = z.shape
     logp = z - z.max(axis=1, keepdims=True)
     e = xp.exp(logp)
     s = e.sum(axis=1, keepdims=True)

@@ -49,6 +49,7 @@ class Dense(Layer):
 
     activation_in_place = True
     fused_activations = ("relu",)   # forward(..., activation='relu'): the bias and ReLU in one pass
+    replays_on_host = True
     supports_masking = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
@@ -118,6 +119,7 @@ class Activation(Layer):
     """Applies an activation (name or callable) element-wise; the layer itself is the identity."""
 
     supports_masking = True
+    replays_on_host = True
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)

@@ -27,6 +27,7 @@ class InputLayer(Layer):
     """
 
     accepts_integers = True
+    replays_on_host = True
 
     def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None,
                  input_tensor=None, optional=False, name=None, input_shape=None, batch_input_shape=None, **kwargs):

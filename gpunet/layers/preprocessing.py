@@ -1,7 +1,7 @@
 """``Rescaling``: ``x * scale + offset`` in float32, taking integer images directly."""
 from __future__ import annotations
 
-from ..kernels import cuda
+from ..kernels import cuda, recording
 from .layer import NO_WORKSPACE, Layer, np
 
 
@@ -29,6 +29,15 @@ def _factor(value, what):
     return arr.astype(np.float32)
 
 
+def _cast_scale(x, y, scale, offset) -> None:
+    """``y = float32(x) * scale + offset`` into float32 ``y`` (the CPU's integer images; ``y + offset``
+    only where the offset is not 0.0)."""
+    y[...] = x
+    y *= scale
+    if not isinstance(offset, float) or offset:
+        y += offset
+
+
 class Rescaling(Layer):
     """``x * scale + offset``, computed in float32 (e.g. ``Rescaling(1 / 255)`` for uint8 images).
 
@@ -38,6 +47,7 @@ class Rescaling(Layer):
     """
 
     accepts_integers = True
+    replays_on_host = True
     supports_masking = True
 
     def __init__(self, scale: float, offset: float = 0.0, **kwargs):
@@ -60,12 +70,15 @@ class Rescaling(Layer):
         elif cuda.is_gpu(xp):
             y = xp.multiply(x, self._value(xp, self.scale), out=ws.array("y", x.shape), dtype=xp.float32)
         else:                                    # NumPy: cast, then scale in place (faster than one
-            y = ws.array("y", x.shape)     # mixed-type multiply)
-            if y is None:
-                y = x.astype(xp.float32)
-            else:
-                y[...] = x
-            y *= self._value(xp, self.scale)
+            y = ws.array("y", x.shape)     # mixed-type multiply), into the workspace when there is one
+            y = xp.empty(x.shape, dtype=xp.float32) if y is None else y
+            offset = self.offset if isinstance(self.offset, float) else self._value(xp, self.offset)
+            if xp.broadcast_shapes(x.shape, xp.shape(scale), xp.shape(offset)) == x.shape:
+                _cast_scale(x, y, scale, offset)
+                recording.record(_cast_scale, x, y, scale, offset, keep=(x, y))
+                return y, (xp, x.dtype)
+            y[...] = x                           # factors that widen the batch's shape (rare): not in place
+            y = y * scale
         if not isinstance(self.offset, float):
             y = y + self._value(xp, self.offset)
         elif self.offset:

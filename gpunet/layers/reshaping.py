@@ -18,6 +18,7 @@ class Flatten(Layer):
     """
 
     accepts_integers = True
+    replays_on_host = True
 
     def __init__(self, data_format=None, **kwargs):
         data_format = "channels_last" if data_format is None else str(data_format).lower()

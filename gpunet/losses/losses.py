@@ -186,6 +186,7 @@ class CategoricalCrossentropy(_Crossentropy):
     """Cross-entropy of one-hot (or probability) targets ``y_true`` with ``y_pred`` of the same shape."""
 
     logits_activation = "softmax"
+    replays_on_host = True          # its CPU work is recorded (fit's step replays)
 
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
                  name="categorical_crossentropy", dtype=None):
@@ -228,6 +229,7 @@ class SparseCategoricalCrossentropy(_Crossentropy):
     a trailing axis of 1 is allowed) with ``y_pred``; labels equal to ``ignore_class`` do not count."""
 
     logits_activation = "softmax"
+    replays_on_host = True
 
     def __init__(self, from_logits=False, ignore_class=None, reduction="sum_over_batch_size", axis=-1,
                  name="sparse_categorical_crossentropy", dtype=None):
@@ -252,7 +254,7 @@ class SparseCategoricalCrossentropy(_Crossentropy):
         if moved:
             logits = xp.moveaxis(logits, axis, -1)
         _check_labels(shape, logits.shape[:-1], logits.shape)
-        labels = y_true.reshape(-1).astype("int64")
+        labels = y_true.reshape(-1).astype("int64", copy=False)     # (int64 labels: read in place)
         w = None if sample_weight is None else row_weights(xp, sample_weight, shape)
         if self.ignore_class is not None:       # Keras' mask: kept rows weigh rows / kept, ignored ones 0
             valid = labels != self.ignore_class

@@ -89,6 +89,8 @@ class Optimizer:
 
     slot_names: tuple = ()           # Keras' names of the per-parameter slots
     legacy_slot_names: dict = {}     # names older checkpoints used -> Keras' name
+    replays_on_host = False          # the CPU update is kernel launches only, with the same arguments each
+                                     # step of one learning rate (fit's step replays: step_replays.py)
 
     def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,

@@ -42,6 +42,7 @@ class RMSprop(Optimizer):
     """
 
     legacy_slot_names = {"scaled_velocity": "velocity"}
+    replays_on_host = True
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,

@@ -18,6 +18,8 @@ class SGD(Optimizer):
     The other arguments (``weight_decay``, clipping, ``name``...) are :class:`Optimizer`'s.
     """
 
+    replays_on_host = True
+
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
                  loss_scale_factor=None, gradient_accumulation_steps=None, name=None, **kwargs):

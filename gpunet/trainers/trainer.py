@@ -31,6 +31,7 @@ from .guards import DeferredInterrupt, LossGuard
 from .rollback import Unchanged
 from .running_sums import CompiledMetrics, RunningSums
 from .step_graphs import step_graphs_for
+from .step_replays import step_replays_for
 
 
 class _Run:
@@ -173,9 +174,11 @@ class Trainer:
         run = _Run(self, make_gradients(self, self.loss, self.jit_compile), strategy, guard, data, cbs, validation,
                    interrupt, batch_size)
         self.history, self.stop_training, self.stop_reason = cbs.history, False, None
-        run.graphs = step_graphs_for(self, run)      # CUDA graphs of the step (jit_compile=True on a GPU)
+        # CUDA graphs of the step (jit_compile=True on a GPU), or its recorded replays on the CPU
+        run.graphs = step_graphs_for(self, run) or step_replays_for(self, run)
         self._last_fit = {"tapeless": isinstance(run.gradients, TapelessGradients), "guard": guard,
-                          "graphs": run.graphs}
+                          "graphs": run.graphs if self.device.is_gpu else None,
+                          "replays": None if self.device.is_gpu else run.graphs}
         cbs.on_train_begin({})
         return run
 
@@ -211,12 +214,13 @@ class Trainer:
             return self._stop_at_non_finite_loss(run)
         return self._end_epoch(run, epoch)
 
-    def train_step(self, run, x, y, w, n_global, step_id) -> bool:
+    def train_step(self, run, x, y, w, n_global, step_id, gradients=None, apply=None) -> bool:
         """One optimizer step on a device batch (``w``: its sample weights, or None); False when its loss
         was NaN/infinite and it was not applied (checked at once on the CPU; on a GPU the device flag
-        makes the update a no-op)."""
+        makes the update a no-op). ``gradients``/``apply``: stand-ins for ``run.gradients`` and the
+        optimizer's ``apply`` (the CPU's recorded steps, step_replays.py)."""
         if len(x):
-            loss, grads, outputs = run.gradients(x, y, w)
+            loss, grads, outputs = (gradients or run.gradients)(x, y, w)
             sums = self.compiled_metrics.batch_sums(self.device, y, outputs, run.gradients.on_logits,
                                                     run.output_activation, w, run.metric_workspaces)
         else:   # fit(distributed=True): no rows of this batch here; still draw what the layers draw (dropout)
@@ -225,7 +229,7 @@ class Trainer:
         loss, grads, sums = run.strategy.reduce(loss, grads, sums, len(x), n_global)
         if run.guard.check(loss, step_id):
             return False
-        self.optimizer.apply(grads, run.params, halt=run.guard.halt)
+        (apply or self.optimizer.apply)(grads, run.params, halt=run.guard.halt)
         run.sums.add(loss, n_global, sums)
         return True
 

@@ -1,0 +1,192 @@
+"""Replays of ``fit``'s training step on the CPU: what a CUDA graph is to the GPU, for Python.
+
+With the CPU kernels on, a step of the chapter's network spends ~0.3 ms of its ~1.7 ms in Python
+deciding what to run (the layer walk, argument checks, kernel argument conversion) and ~1.2 ms in the
+matrix products. The decisions are the same at every step of a batch shape, so the step's array work
+is recorded once (:mod:`gpunet.kernels.recording`: each kernel launch with its converted arguments,
+each product, each block of NumPy code that writes fixed arrays) and replayed. Per batch shape::
+
+    step 1      the ordinary step (it makes the optimizer's slots and the work arrays)
+    step 2      the batch copied into the replay's own input arrays; the ordinary step, recorded
+    step 3      the ordinary step on the new batch, then the recording replayed from the state before
+                it: every result (loss, gradients, outputs, weights, slots) must match bit for bit,
+                else the replay is dropped and the fit goes on with ordinary steps
+    later       the batch copied in; the gradients' recording replayed; the metrics and the loss
+                guard as in any step; the update's recording replayed; the step counted on the host
+
+Work a recording misses (a NumPy call outside the recorded ones) shows at step 3, whose batch is
+not step 2's. Only models built of layers that declare their forward and backward recorded
+(``Layer.replays_on_host``) with a loss and optimizer whose CPU work is recorded are replayed; the
+conditions of a CUDA graph hold too (:func:`.step_graphs.capture_obstacle`: no learning-rate schedule,
+clipping, sample weights or distributed fit). A new learning rate, weight or slot array starts a new
+recording. ``compile(jit_compile=False)`` (the tape) and ``GPUNET_CPU_KERNELS=0`` never replay.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..kernels import cuda
+from ..kernels.recording import Recording
+from .step_graphs import capture_obstacle
+
+LOG = logging.getLogger("gpunet.trainers")
+WARM_UP = 1          # ordinary steps per batch shape before the recorded one
+MAX_ENTRIES = 8      # recordings kept per fit (shapes x learning rates); more start afresh
+
+
+def replay_obstacle(model, run) -> str | None:
+    """Why ``fit``'s CPU step cannot be replayed, or None when it can."""
+    reason = capture_obstacle(model, run)
+    if reason:
+        return reason
+    if not cuda.cpu_kernels():
+        return "the CPU kernels are off"
+    for layer in model.layers:
+        if not layer.replays_on_host:
+            return f"layer {layer.name!r} ({type(layer).__name__}) does not record its CPU work"
+    if not getattr(model.loss, "replays_on_host", False):
+        return f"the loss {type(model.loss).__name__} does not record its CPU work"
+    if not model.optimizer.replays_on_host:
+        return f"the optimizer {type(model.optimizer).__name__} does not record its CPU work"
+    return None
+
+
+def step_replays_for(model, run):
+    """The :class:`StepReplays` of a ``fit`` on the CPU (``jit_compile`` 'auto' or True); None when the
+    step cannot be replayed (the reason is logged at DEBUG level)."""
+    if model.jit_compile is False or model.device.is_gpu:
+        return None
+    reason = replay_obstacle(model, run)
+    if reason:
+        LOG.debug("fit's steps are not replayed: %s", reason)
+        return None
+    return StepReplays(model, run)
+
+
+def _same_bits(a, b) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+class _Entry:
+    """One batch shape's replay: warm-up count, input arrays, the two recordings and their results."""
+
+    def __init__(self):
+        self.warm, self.x, self.y, self.results = 0, None, None, None
+        self.recorded_x = self.recorded_y = None         # the recorded step's batch (checked on another)
+        self.gradients = self.update = None
+        self.verified = False
+
+
+class StepReplays:
+    """The recorded steps of one ``fit`` on the CPU; :meth:`step` takes the place of ``model.train_step``."""
+
+    def __init__(self, model, run):
+        self.model, self.run, self.xp = model, run, model.device.xp
+        self.entries = {}
+        self.recorded = self.replays = 0
+        self.failure = None        # why a replay did not match its step (the rest of the fit runs ordinarily)
+
+    def _arrays(self):
+        """The weights and optimizer slots a step updates (the update's recording writes these)."""
+        opt = self.model.optimizer
+        arrays = []
+        for p in self.run.params:
+            arrays.append(p.data)
+            arrays.extend(opt.slots_of(p).values())
+        return arrays
+
+    def step(self, x, y, n_global, step_id) -> bool:
+        """One training step on batch ``(x, y)``: ordinary, recorded, checked or replayed."""
+        arrays = self._arrays()
+        key = (x.shape, x.dtype.str, y.shape, y.dtype.str, self.model.optimizer.lr_t, tuple(map(id, arrays)))
+        entry = self.entries.get(key)
+        if entry is None:
+            if len(self.entries) >= MAX_ENTRIES:
+                self.entries.clear()
+            entry = self.entries[key] = _Entry()
+        if self.failure or entry.warm < WARM_UP:
+            entry.warm += 1
+            return self.model.train_step(self.run, x, y, None, n_global, step_id)
+        if entry.x is None:
+            entry.x, entry.y = self.xp.empty_like(x), self.xp.empty_like(y)
+        self.xp.copyto(entry.x, x)
+        self.xp.copyto(entry.y, y)
+        if entry.gradients is None:
+            return self._record(entry, n_global, step_id)
+        if not entry.verified:
+            if self.xp.array_equal(entry.x, entry.recorded_x) and self.xp.array_equal(entry.y, entry.recorded_y):
+                return self.model.train_step(self.run, x, y, None, n_global, step_id)  # check on other data
+            return self._verify(entry, arrays, n_global, step_id)
+        return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
+                                     gradients=lambda *_: self._replay_gradients(entry),
+                                     apply=lambda *_, **__: self._replay_update(entry))
+
+    @staticmethod
+    def _replay_gradients(entry):
+        entry.gradients.replay()
+        return entry.results
+
+    def _replay_update(self, entry) -> None:
+        halt = self.run.guard.halt
+        self.model.optimizer.count_replayed_step()      # as apply counts before its updates
+        if halt is None or not halt[0]:                  # (on the CPU a set flag means fit is stopping)
+            entry.update.replay()
+        self.replays += 1
+
+    def _record(self, entry, n_global, step_id) -> bool:
+        gradients, update = Recording(), Recording()
+        entry.recorded_x, entry.recorded_y = entry.x.copy(), entry.y.copy()
+
+        def recorded_gradients(x, y, w):
+            with gradients:
+                entry.results = self.run.gradients(x, y, w)
+            return entry.results
+
+        def recorded_apply(grads, params, halt=None):
+            with update:
+                self.model.optimizer.apply(grads, params, halt=halt)
+            entry.gradients, entry.update = gradients, update
+            self.recorded += 1
+
+        return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
+                                     gradients=recorded_gradients, apply=recorded_apply)
+
+    def _verify(self, entry, arrays, n_global, step_id) -> bool:
+        """The ordinary step, each half checked against its recording replayed from the same state."""
+        def checked_gradients(x, y, w):
+            loss, grads, outputs = ordinary = self.run.gradients(x, y, w)
+            results = [loss, *grads, outputs]
+            expected = [a.copy() for a in results]
+            entry.gradients.replay()
+            got = [entry.results[0], *entry.results[1], entry.results[2]]
+            if not all(_same_bits(e, g) for e, g in zip(expected, got)) or len(got) != len(expected):
+                self._fail(entry, "its gradients")
+                for a, e in zip(results, expected):      # the replay may have written the same arrays
+                    self.xp.copyto(a, e)
+            return ordinary
+
+        def checked_apply(grads, params, halt=None):
+            before = [a.copy() for a in arrays]
+            self.model.optimizer.apply(grads, params, halt=halt)
+            after = [a.copy() for a in arrays]
+            if self.failure:
+                return
+            for a, b in zip(arrays, before):
+                self.xp.copyto(a, b)
+            if halt is None or not halt[0]:
+                entry.update.replay()
+            if not all(_same_bits(a, e) for a, e in zip(arrays, after)):
+                self._fail(entry, "its update")
+                for a, e in zip(arrays, after):
+                    self.xp.copyto(a, e)
+            else:
+                entry.verified = True
+
+        return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
+                                     gradients=checked_gradients, apply=checked_apply)
+
+    def _fail(self, entry, what) -> None:
+        self.failure = f"the replay of {what} did not match the ordinary step"
+        LOG.debug("fit's steps are not replayed: %s", self.failure)
+        entry.gradients = entry.update = None
+

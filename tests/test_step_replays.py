@@ -1,0 +1,256 @@
+"""Replays of fit's CPU step (gpunet/trainers/step_replays.py, gpunet/kernels/recording.py).
+
+Oracles: the same fit with ordinary steps (replays turned off), and through the GradientTape
+(``jit_compile=False``, another implementation of the step): weights, optimizer slots, histories and
+step counts must be the same bits. The check a recording must pass before it is trusted is tested with
+a layer whose CPU work the recording misses."""
+import logging
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet import callbacks, layers, models, optimizers
+from gpunet.kernels import host, recording
+from gpunet.trainers import step_replays, trainer
+from gpunet.utils import to_categorical
+
+BATCH = 32
+OPTIMIZERS = {"rmsprop": lambda: optimizers.RMSprop(),
+              "rmsprop-centered-momentum": lambda: optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+              "sgd": lambda: optimizers.SGD(0.05),
+              "sgd-nesterov-decay": lambda: optimizers.SGD(0.01, momentum=0.9, nesterov=True, weight_decay=0.01)}
+
+
+@pytest.fixture(autouse=True)
+def cpu_kernels(monkeypatch):
+    """Replays need the CPU kernels (each test would otherwise test nothing)."""
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
+    host.reset()
+    yield
+    monkeypatch.undo()
+    host.reset()
+
+
+def data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 784), dtype=np.uint8), to_categorical(rng.integers(0, 10, n), 10)
+
+
+def net(optimizer="rmsprop", jit="auto", hidden=layers.Dense, loss="categorical_crossentropy"):
+    gpunet.random.seed(5)
+    model = models.Sequential([layers.Rescaling(1 / 255, input_shape=(784,)), hidden(32, activation="relu"),
+                               layers.Dense(10, activation="softmax")], device="cpu")
+    model.compile(optimizer=OPTIMIZERS[optimizer](), loss=loss, metrics=["accuracy"], jit_compile=jit)
+    return model
+
+
+def train(model, x, y, epochs=3, **kwargs):
+    gpunet.random.seed(9)
+    history = model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, **kwargs).history
+    slots = [s for p in model.trainable_weights for s in model.optimizer.slots_of(p).values()]
+    return model.get_weights() + [np.asarray(s) for s in slots], history, model.optimizer.iterations
+
+
+def assert_same_bits(got, want):
+    (w1, h1, it1), (w2, h2, it2) = got, want
+    assert it1 == it2 and len(w1) == len(w2)
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+    assert h1 == h2
+
+
+def ordinary(monkeypatch):
+    """fit without replays (the ordinary tapeless step at every batch)."""
+    monkeypatch.setattr(trainer, "step_replays_for", lambda model, run: None)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_replayed_steps_give_the_ordinary_steps_bits(monkeypatch, optimizer, shuffle):
+    x, y = data(6 * BATCH + 12)                 # 6 full batches and one of 12 per epoch
+    model = net(optimizer)
+    replayed = train(model, x, y, shuffle=shuffle)
+    replays = model._last_fit["replays"]
+    assert replays.failure is None and replays.recorded == 2     # the full batches' shape, then the last's
+    assert replays.replays == 3 * 6 - 3 + 0                      # steps 1-3 of the full shape are not replays
+    taped = train(net(optimizer, jit=False), x, y, shuffle=shuffle)
+    with monkeypatch.context() as m:
+        ordinary(m)
+        plain = train(net(optimizer), x, y, shuffle=shuffle)
+    assert_same_bits(replayed, plain)
+    assert_same_bits(replayed, taped)
+
+
+def test_sparse_labels_and_integer_data_without_rescaling(monkeypatch):
+    """Sparse labels (int64: the kernels read them in place) and float inputs; the loss and the network differ
+    from the chapter's."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((5 * BATCH, 784)).astype(np.float32), rng.integers(0, 10, 5 * BATCH)
+
+    def make():
+        gpunet.random.seed(5)
+        model = models.Sequential([layers.Dense(16, activation="relu", input_shape=(784,)), layers.Dense(16),
+                                   layers.Activation("relu"), layers.Dense(10, activation="softmax")], device="cpu")
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+    model = make()
+    replayed = train(model, x, y)
+    assert model._last_fit["replays"].replays > 0 and model._last_fit["replays"].failure is None
+    ordinary(monkeypatch)
+    assert_same_bits(replayed, train(make(), x, y))
+
+
+class ScaledDense(layers.Dense):
+    """A Dense layer that scales its input with NumPy code the recording does not see: a fresh array each
+    step, which a replay would read stale."""
+
+    def forward(self, xp, x, training=False, ws=None, activation=None):
+        return super().forward(xp, x * np.float32(0.5), training, ws, activation=activation)
+
+
+def test_a_recording_that_misses_work_is_checked_and_dropped(monkeypatch, caplog):
+    x, y = data(6 * BATCH)
+    model = net(hidden=ScaledDense)
+    with caplog.at_level(logging.DEBUG, logger="gpunet.trainers"):
+        got = train(model, x, y)
+    replays = model._last_fit["replays"]
+    assert replays.failure == "the replay of its gradients did not match the ordinary step"
+    assert replays.replays == 0 and "not replayed" in caplog.text
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(hidden=ScaledDense), x, y))
+
+
+def test_the_check_is_what_catches_it(monkeypatch):
+    """Trusted without the check, the recording of ScaledDense trains to other weights: the check is needed."""
+    x, y = data(6 * BATCH)
+    with monkeypatch.context() as m:
+        m.setattr(step_replays.StepReplays, "_verify", lambda self, entry, arrays, n, step:
+                  setattr(entry, "verified", True) or self.step(entry.x, entry.y, n, step))
+        trusted = train(net(hidden=ScaledDense), x, y)
+    ordinary(monkeypatch)
+    plain = train(net(hidden=ScaledDense), x, y)
+    assert not all(np.array_equal(a, b) for a, b in zip(trusted[0], plain[0]))
+
+
+class AtBatch(callbacks.Callback):
+    def __init__(self, batch, action):
+        super().__init__()
+        self.batch, self.action, self.seen = batch, action, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.batch:
+            self.action(self.model)
+
+
+@pytest.mark.parametrize("action", ["learning rate", "set_weights", "new slots"])
+def test_changes_between_steps(monkeypatch, action):
+    """A new learning rate records again; weights written between steps (in place or as new arrays) and
+    new optimizer slots are what later replays read."""
+    def act(model):
+        if action == "learning rate":
+            model.optimizer.learning_rate = 0.0005
+        elif action == "set_weights":
+            model.set_weights([w * np.float32(0.9) for w in model.get_weights()])
+        else:
+            for p in model.trainable_weights:
+                slots = model.optimizer.slots_of(p)
+                for name in list(slots):
+                    slots[name] = slots[name] * np.float32(0.5)
+    x, y = data(6 * BATCH)
+    model = net()
+    got = train(model, x, y, callbacks=[AtBatch(8, act)])
+    assert model._last_fit["replays"].replays > 0
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(), x, y, callbacks=[AtBatch(8, act)]))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_a_nan_loss_stops_as_the_ordinary_step_does(monkeypatch):
+    def poison(model):                        # a weight made infinite in place, after replays started
+        model.layers[2].kernel.data[0, 0] = np.inf
+    x, y = data(6 * BATCH)
+    model = net()
+    got = train(model, x, y, callbacks=[AtBatch(10, poison)])
+    assert model._last_fit["replays"].replays > 0 and model.stop_reason.startswith("epoch 2, step 5/6")
+    ordinary(monkeypatch)
+    plain = net()
+    assert_same_bits(got, train(plain, x, y, callbacks=[AtBatch(10, poison)]))
+    assert plain.stop_reason == model.stop_reason
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("adam", "the optimizer Adam does not record its CPU work"),
+    ("dropout", "layer 'dropout' (Dropout) does not record its CPU work"),
+    ("mse", "a layer or the loss has no array form, so the GradientTape runs the step"),
+    ("kernels off", "the CPU kernels are off"),
+    ("tape", None), ("gpu-less default", None)])
+def test_what_is_not_replayed(monkeypatch, caplog, case, reason):
+    gpunet.random.seed(5)
+    stack = [layers.Rescaling(1 / 255, input_shape=(784,)), layers.Dense(16, activation="relu")]
+    stack += [layers.Dropout(0.2, name="dropout")] if case == "dropout" else []
+    model = models.Sequential(stack + [layers.Dense(10, activation="softmax")], device="cpu")
+    model.compile(optimizer="adam" if case == "adam" else "rmsprop",
+                  loss="mse" if case == "mse" else "categorical_crossentropy", jit_compile=case != "tape")
+    if case == "kernels off":
+        monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
+        host.reset()
+    x, y = data(4 * BATCH)
+    with caplog.at_level(logging.DEBUG, logger="gpunet.trainers"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    if case == "gpu-less default":
+        assert model._last_fit["replays"] is not None and model._last_fit["graphs"] is None
+        return
+    assert model._last_fit["replays"] is None
+    if reason:
+        assert f"fit's steps are not replayed: {reason}" in caplog.text
+
+
+def test_recording_scope():
+    calls = []
+    recording.record(calls.append, 1)            # no recording active: nothing kept, nothing run
+    with recording.Recording() as outer:
+        recording.record(calls.append, 2)
+        with recording.Recording() as inner:
+            recording.record(calls.append, 3, keep=("kept",))
+        recording.record(calls.append, 4)
+    assert recording.active() is None and calls == []
+    outer.replay()
+    inner.replay()
+    assert calls == [2, 4, 3] and inner.kept == ["kept"] and len(outer) == 2
+
+
+def test_the_check_waits_for_other_data(monkeypatch):
+    """Batches 2 and 3 alike (unshuffled), batch 4 not: a recording that reads its input stale must be checked
+    on batch 4, not trusted after batch 3."""
+    x, y = data(6 * BATCH)
+    x[2 * BATCH:3 * BATCH], y[2 * BATCH:3 * BATCH] = x[BATCH:2 * BATCH], y[BATCH:2 * BATCH]
+    model = net(hidden=ScaledDense)
+    got = train(model, x, y, shuffle=False)
+    assert model._last_fit["replays"].failure is not None
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(hidden=ScaledDense), x, y, shuffle=False))
+
+
+class DriftingSGD(optimizers.SGD):
+    """An SGD that claims recorded updates but scales each gradient by a host number that changes every step."""
+
+    replays_on_host = True
+
+    def update_core_host(self, g, w, slots, decay=0.0):
+        return super().update_core_host(g * np.float32(1 / self.iterations), w, slots, decay)
+
+
+def test_an_update_that_misses_work_is_checked_and_dropped(monkeypatch):
+    x, y = data(6 * BATCH)
+
+    def make():
+        model = net("sgd")
+        model.compile(optimizer=DriftingSGD(0.05), loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+    model = make()
+    got = train(model, x, y)
+    assert model._last_fit["replays"].failure == "the replay of its update did not match the ordinary step"
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(make(), x, y))
