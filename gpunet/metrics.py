@@ -27,7 +27,7 @@ import math
 from . import losses as _losses
 from ._registry import lookup
 from .errors import CheckpointError
-from .kernels import softmax_xent
+from .kernels import recording, softmax_xent
 from .losses import squeeze_or_expand_to_same_rank
 from .tensor import Tensor, as_tensor
 
@@ -201,7 +201,8 @@ class Accuracy(Metric):
             xp = y_pred.device.xp
             kind = self.kind or resolve_kind(y_true.shape, y_pred.shape)
             hits = accuracy_hits_into(xp, kind, y_true.data, y_pred.data, ws, self.threshold, logits)
-            if hits is not None:
+            if hits is not None:        # (into the same arrays again at each of fit's CPU step replays)
+                recording.record(accuracy_hits_into, xp, kind, y_true.data, y_pred.data, ws, self.threshold, logits)
                 return softmax_xent.sum_rows(xp, hits, out=ws.array("sum", (), "float32"))
         return super().batch_sum(y_true, y_pred, logits, sample_weight)
 

@@ -94,6 +94,19 @@ def test_dense_kernels_give_the_twins_bits_on_the_cpu(both):
 
 
 @needs_compiler
+@pytest.mark.parametrize("scale, offset", [(1 / 255, 0.0), (2.0, -1.0), (1e-40, 0.0), (-1 / 127.5, -0.0),
+                                           (3e38, 0.5), (1 / 255, 1e-45), (-1.0, 0.0)])
+def test_uint8_rescaling_gives_the_twins_and_numpys_bits(both, scale, offset):
+    """rescale_u8 (Rescaling of uint8 images in one pass) against its twin and against NumPy's own
+    float32(x) * float32(scale) + float32(offset): every uint8 value; subnormal and overflowing products."""
+    x = np.arange(256 * 3, dtype=np.uint8).reshape(3, 256)
+    got, want = both(lambda: (kernels.rescale.cast_scale(x, y := np.full(x.shape, np.nan, F), scale, offset), y)[1])
+    assert_same_bits(got, want, f"scale {scale}, offset {offset}")
+    numpy = x.astype(F) * F(scale)
+    assert_same_bits(got, numpy + F(offset) if offset else numpy, "NumPy's float32 arithmetic")
+
+
+@needs_compiler
 def test_the_bias_gradient_kernel_gives_numpys_row_sums(monkeypatch):
     """bias_grad adds the rows in order, as NumPy's gz.sum(axis=0) (cols > 1): launched directly (the CPU
     path keeps NumPy's vectorized sum, which is faster)."""

@@ -194,7 +194,7 @@ def _signatures():
     return out
 
 
-_POINTEE = {"float*": np.float32, "int*": np.int32, "long long*": np.int64, "unsigned long long*": np.uint64}
+_POINTEE = {"unsigned char*": np.uint8, "float*": np.float32, "int*": np.int32, "long long*": np.int64, "unsigned long long*": np.uint64}
 _SCALAR = {"float": np.float32, "int": np.int32, "long long": np.int64, "double": np.float64}
 
 
@@ -279,6 +279,7 @@ def test_every_launch_passes_what_the_cuda_signature_expects(monkeypatch):
     kernels.bias_act(np, z, b, "relu")
     kernels.bias_act(np, z, None, None, out=np.empty_like(z))
     kernels.dense.bias_grad(np, z, out=np.empty(3, F))
+    kernels.rescale.cast_scale(np.zeros((4, 3), np.uint8), np.empty((4, 3), F), 0.5, 1.0)    # CPU only
     convolution_and_pooling()
     monkeypatch.setattr(cuda, "is_gpu", lambda xp: True)
     assert set(launched) == set(sig)

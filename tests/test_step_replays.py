@@ -73,6 +73,7 @@ def test_replayed_steps_give_the_ordinary_steps_bits(monkeypatch, optimizer, shu
     replayed = train(model, x, y, shuffle=shuffle)
     replays = model._last_fit["replays"]
     assert replays.failure is None and replays.recorded == 2     # the full batches' shape, then the last's
+    assert all(e.metrics is not None for e in replays.entries.values() if e.verified)   # accuracy replayed too
     assert replays.replays == 3 * 6 - 3 + 0                      # steps 1-3 of the full shape are not replays
     taped = train(net(optimizer, jit=False), x, y, shuffle=shuffle)
     with monkeypatch.context() as m:
@@ -252,5 +253,23 @@ def test_an_update_that_misses_work_is_checked_and_dropped(monkeypatch):
     model = make()
     got = train(model, x, y)
     assert model._last_fit["replays"].failure == "the replay of its update did not match the ordinary step"
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(make(), x, y))
+
+
+def test_metrics_outside_the_recording_stay_ordinary(monkeypatch):
+    """'mae' (a loss as a metric, computed by NumPy outside any recording) fails the metrics' check: the sums
+    are then computed at each step while the gradients and updates are still replayed."""
+    x, y = data(6 * BATCH)
+
+    def make():
+        model = net()
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy", "mae"])
+        return model
+    model = make()
+    got = train(model, x, y)
+    replays = model._last_fit["replays"]
+    assert replays.failure is None and replays.replays > 0
+    assert [e.metrics for e in replays.entries.values() if e.verified] == [None]
     ordinary(monkeypatch)
     assert_same_bits(got, train(make(), x, y))

@@ -8,7 +8,8 @@ in :mod:`gpunet.optimizers` (each optimizer's rule, twin and kernel side by side
 * :mod:`~gpunet.kernels.dense` — bias + ReLU, the ReLU backward, the dense products;
 * :mod:`~gpunet.kernels.softmax_xent` — softmax-cross-entropy forward and backward;
 * :mod:`~gpunet.kernels.conv` — im2col/col2im and max/average pooling with their backwards;
-* :mod:`~gpunet.kernels.guard` — the non-finite-loss flag that halts optimizer kernels.
+* :mod:`~gpunet.kernels.guard` — the non-finite-loss flag that halts optimizer kernels;
+* :mod:`~gpunet.kernels.rescale` — uint8 images to scaled float32 in one pass (``Rescaling`` on the CPU).
 
 All kernels take float32 arrays; element counts are ``long long``. A kernel and its twin follow one
 arithmetic contract: the same operations in the same order, each rounded on its own (``__fadd_rn``
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from . import conv, cuda, gemm
+from . import conv, cuda, gemm, rescale
 from .conv import (avg_pool2d, avg_pool2d_backward, col2im, conv_geometry, im2col, max_pool2d,
                    max_pool2d_backward)
 from .dense import act_backward, bias_act, dense_backward, dense_forward
@@ -28,7 +29,7 @@ from .guard import guard_loss
 from .philox import dropout_mask, philox4x32_10  # noqa: F401  (Dropout's Philox4x32-10 masks: philox.py)
 from .softmax_xent import softmax_xent_backward, softmax_xent_forward
 
-__all__ = ["cuda", "act_backward", "bias_act", "dense_backward", "dense_forward", "guard_loss",
+__all__ = ["cuda", "rescale", "act_backward", "bias_act", "dense_backward", "dense_forward", "guard_loss",
            "softmax_xent_backward", "softmax_xent_forward", "scalars", "conv", "conv_geometry", "im2col",
            "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 

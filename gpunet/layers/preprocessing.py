@@ -1,7 +1,7 @@
 """``Rescaling``: ``x * scale + offset`` in float32, taking integer images directly."""
 from __future__ import annotations
 
-from ..kernels import cuda, recording
+from ..kernels import cuda, rescale
 from .layer import NO_WORKSPACE, Layer, np
 
 
@@ -27,15 +27,6 @@ def _factor(value, what):
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"Rescaling {what} must be a number or a 1-D list (one value per channel), got {value!r}")
     return arr.astype(np.float32)
-
-
-def _cast_scale(x, y, scale, offset) -> None:
-    """``y = float32(x) * scale + offset`` into float32 ``y`` (the CPU's integer images; ``y + offset``
-    only where the offset is not 0.0)."""
-    y[...] = x
-    y *= scale
-    if not isinstance(offset, float) or offset:
-        y += offset
 
 
 class Rescaling(Layer):
@@ -74,8 +65,7 @@ class Rescaling(Layer):
             y = xp.empty(x.shape, dtype=xp.float32) if y is None else y
             offset = self.offset if isinstance(self.offset, float) else self._value(xp, self.offset)
             if xp.broadcast_shapes(x.shape, xp.shape(scale), xp.shape(offset)) == x.shape:
-                _cast_scale(x, y, scale, offset)
-                recording.record(_cast_scale, x, y, scale, offset, keep=(x, y))
+                rescale.cast_scale(x, y, scale, offset)      # (recorded for fit's step replays)
                 return y, (xp, x.dtype)
             y[...] = x                           # factors that widen the batch's shape (rare): not in place
             y = y * scale

@@ -27,6 +27,7 @@ import logging
 
 from ..kernels import cuda
 from ..kernels.recording import Recording
+from ..layers import Workspace
 from .step_graphs import capture_obstacle
 
 LOG = logging.getLogger("gpunet.trainers")
@@ -68,12 +69,13 @@ def _same_bits(a, b) -> bool:
 
 
 class _Entry:
-    """One batch shape's replay: warm-up count, input arrays, the two recordings and their results."""
+    """One batch shape's replay: warm-up count, input arrays, the recordings (the gradients, the metric
+    sums, the update) and the results their calls returned."""
 
     def __init__(self):
-        self.warm, self.x, self.y, self.results = 0, None, None, None
+        self.warm, self.x, self.y, self.results, self.sums = 0, None, None, None, None
         self.recorded_x = self.recorded_y = None         # the recorded step's batch (checked on another)
-        self.gradients = self.update = None
+        self.gradients = self.metrics = self.update = None
         self.verified = False
 
 
@@ -85,6 +87,8 @@ class StepReplays:
         self.entries = {}
         self.recorded = self.replays = 0
         self.failure = None        # why a replay did not match its step (the rest of the fit runs ordinarily)
+        # the metrics' work arrays (their batch sums into fixed arrays, as on a GPU: recordable)
+        self.metric_workspaces = [Workspace(self.xp) for _ in model.compiled_metrics]
 
     def _arrays(self):
         """The weights and optimizer slots a step updates (the update's recording writes these)."""
@@ -107,10 +111,13 @@ class StepReplays:
         if self.failure or entry.warm < WARM_UP:
             entry.warm += 1
             return self.model.train_step(self.run, x, y, None, n_global, step_id)
-        if entry.x is None:
-            entry.x, entry.y = self.xp.empty_like(x), self.xp.empty_like(y)
-        self.xp.copyto(entry.x, x)
-        self.xp.copyto(entry.y, y)
+        if entry.x is None:     # the batch arrays the iterator gathers into (its own, reused) are read in place
+            entry.x = x if x.flags.owndata else self.xp.empty_like(x)
+            entry.y = y if y.flags.owndata else self.xp.empty_like(y)
+        if x is not entry.x:
+            self.xp.copyto(entry.x, x)
+        if y is not entry.y:
+            self.xp.copyto(entry.y, y)
         if entry.gradients is None:
             return self._record(entry, n_global, step_id)
         if not entry.verified:
@@ -118,13 +125,15 @@ class StepReplays:
                 return self.model.train_step(self.run, x, y, None, n_global, step_id)  # check on other data
             return self._verify(entry, arrays, n_global, step_id)
         return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
-                                     gradients=lambda *_: self._replay_gradients(entry),
+                                     gradients=lambda *_: self._replay(entry.gradients, entry.results),
+                                     sums=None if entry.metrics is None else
+                                     lambda *_: self._replay(entry.metrics, entry.sums),
                                      apply=lambda *_, **__: self._replay_update(entry))
 
     @staticmethod
-    def _replay_gradients(entry):
-        entry.gradients.replay()
-        return entry.results
+    def _replay(recording, results):
+        recording.replay()
+        return results
 
     def _replay_update(self, entry) -> None:
         halt = self.run.guard.halt
@@ -133,8 +142,12 @@ class StepReplays:
             entry.update.replay()
         self.replays += 1
 
+    def _batch_sums(self, *args):
+        """The metrics' batch sums, into this replay's work arrays."""
+        return self.model.compiled_metrics.batch_sums(*args[:-1], self.metric_workspaces)
+
     def _record(self, entry, n_global, step_id) -> bool:
-        gradients, update = Recording(), Recording()
+        gradients, metrics, update = Recording(), Recording(), Recording()
         entry.recorded_x, entry.recorded_y = entry.x.copy(), entry.y.copy()
 
         def recorded_gradients(x, y, w):
@@ -142,17 +155,22 @@ class StepReplays:
                 entry.results = self.run.gradients(x, y, w)
             return entry.results
 
+        def recorded_sums(*args):
+            with metrics:
+                entry.sums = self._batch_sums(*args)
+            return entry.sums
+
         def recorded_apply(grads, params, halt=None):
             with update:
                 self.model.optimizer.apply(grads, params, halt=halt)
-            entry.gradients, entry.update = gradients, update
+            entry.gradients, entry.metrics, entry.update = gradients, metrics, update
             self.recorded += 1
 
         return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
-                                     gradients=recorded_gradients, apply=recorded_apply)
+                                     gradients=recorded_gradients, sums=recorded_sums, apply=recorded_apply)
 
     def _verify(self, entry, arrays, n_global, step_id) -> bool:
-        """The ordinary step, each half checked against its recording replayed from the same state."""
+        """The ordinary step, each part checked against its recording replayed from the same state."""
         def checked_gradients(x, y, w):
             loss, grads, outputs = ordinary = self.run.gradients(x, y, w)
             results = [loss, *grads, outputs]
@@ -163,6 +181,16 @@ class StepReplays:
                 self._fail(entry, "its gradients")
                 for a, e in zip(results, expected):      # the replay may have written the same arrays
                     self.xp.copyto(a, e)
+            return ordinary
+
+        def checked_sums(*args):
+            ordinary = self.model.compiled_metrics.batch_sums(*args)
+            if entry.metrics is None:                   # (the gradients' check failed)
+                return ordinary
+            entry.metrics.replay()
+            if len(ordinary) != len(entry.sums) or not all(
+                    _same_bits(self.xp.asarray(a), self.xp.asarray(b)) for a, b in zip(ordinary, entry.sums)):
+                entry.metrics = None      # a metric computed outside the recording: its sums stay ordinary
             return ordinary
 
         def checked_apply(grads, params, halt=None):
@@ -183,10 +211,9 @@ class StepReplays:
                 entry.verified = True
 
         return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
-                                     gradients=checked_gradients, apply=checked_apply)
+                                     gradients=checked_gradients, sums=checked_sums, apply=checked_apply)
 
     def _fail(self, entry, what) -> None:
         self.failure = f"the replay of {what} did not match the ordinary step"
         LOG.debug("fit's steps are not replayed: %s", self.failure)
-        entry.gradients = entry.update = None
-
+        entry.gradients = entry.metrics = entry.update = None

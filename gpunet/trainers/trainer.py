@@ -214,15 +214,15 @@ class Trainer:
             return self._stop_at_non_finite_loss(run)
         return self._end_epoch(run, epoch)
 
-    def train_step(self, run, x, y, w, n_global, step_id, gradients=None, apply=None) -> bool:
+    def train_step(self, run, x, y, w, n_global, step_id, gradients=None, sums=None, apply=None) -> bool:
         """One optimizer step on a device batch (``w``: its sample weights, or None); False when its loss
         was NaN/infinite and it was not applied (checked at once on the CPU; on a GPU the device flag
-        makes the update a no-op). ``gradients``/``apply``: stand-ins for ``run.gradients`` and the
-        optimizer's ``apply`` (the CPU's recorded steps, step_replays.py)."""
+        makes the update a no-op). ``gradients``/``sums``/``apply``: stand-ins for ``run.gradients``, the
+        metrics' ``batch_sums`` and the optimizer's ``apply`` (the CPU's recorded steps, step_replays.py)."""
         if len(x):
             loss, grads, outputs = (gradients or run.gradients)(x, y, w)
-            sums = self.compiled_metrics.batch_sums(self.device, y, outputs, run.gradients.on_logits,
-                                                    run.output_activation, w, run.metric_workspaces)
+            sums = (sums or self.compiled_metrics.batch_sums)(self.device, y, outputs, run.gradients.on_logits,
+                                                              run.output_activation, w, run.metric_workspaces)
         else:   # fit(distributed=True): no rows of this batch here; still draw what the layers draw (dropout)
             self.call(Tensor.wrap(x, self.device), training=True)
             loss, grads, sums = None, None, ()
