@@ -98,12 +98,20 @@ def test_training_step(timed, dev, path, cpu_path):
     timed(lambda: net.train_on_batch(x, y), rounds=100)
 
 
-@pytest.mark.parametrize("jit_compile", ["auto", True])
-def test_epoch_of_the_chapter_network(timed, dev, jit_compile):
+@pytest.mark.parametrize("jit_compile", ["auto", True, "auto, no replays"])
+def test_epoch_of_the_chapter_network(timed, dev, jit_compile, monkeypatch):
     """One epoch, 60,000 x 784 uint8 MNIST-shaped images, batch 128, RMSprop; ``jit_compile=True``: the
-    step replayed from a CUDA graph (GPU only; the products from gpunet's GEMM kernel, not cuBLAS)."""
+    step replayed from a CUDA graph (GPU only; the products from gpunet's GEMM kernel, not cuBLAS); on the
+    CPU 'auto' replays the recorded step (gpunet/trainers/step_replays.py), 'auto, no replays' is the
+    ordinary step at every batch (the before/after of the replays)."""
     if jit_compile is True and not dev.is_gpu:
         pytest.skip("CUDA graphs: GPU only (on the CPU jit_compile=True trains as 'auto')")
+    if jit_compile == "auto, no replays":
+        if dev.is_gpu:
+            pytest.skip("CPU step replays: CPU only")
+        from gpunet.trainers import trainer
+        monkeypatch.setattr(trainer, "step_replays_for", lambda model, run: None)
+        jit_compile = "auto"
     net = chapter_model(dev)
     net.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
     x = rng.integers(0, 256, (60000, D), dtype=np.uint8)

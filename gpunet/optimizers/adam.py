@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..kernels import cuda, scalars
+from ..kernels import cuda, recording, scalars
 from .optimizer import FLOAT32, Optimizer, check_fraction, check_positive, decay_weights
 
 SOURCE = cuda.Source(__file__, "adam.cu")
@@ -59,6 +59,7 @@ class Adam(Optimizer):
     """
 
     legacy_slot_names = {"m": "momentum", "v": "velocity"}
+    replays_on_host = True      # alpha_t is set again at each replay (fit's CPU step replays)
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
@@ -74,6 +75,7 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
         self.slot_names = ("momentum", "velocity") + (("velocity_hat",) if self.amsgrad else ())
         self._device_steps = {}      # GPU index -> [step counter, alpha_t, the count the counter holds]
+        self._host_alpha = backend.numpy.zeros(1, dtype=FLOAT32)    # alpha_t for the CPU kernels
 
     def step_size(self) -> float:
         """``alpha_t`` of the current step (a host value; what the twin uses and the device computes)."""
@@ -137,8 +139,13 @@ class Adam(Optimizer):
         w -= s                                        # w = w - (m / (sqrt(v) + eps))*alpha_t
 
     def update_core_host(self, g, w, slots, decay=0.0):
-        alpha = backend.numpy.array(self.constants(FLOAT32)[3:], dtype=FLOAT32)    # the twin's alpha_t
-        return self._launch_update(g, w, slots, None, decay, alpha)
+        self._set_host_alpha()
+        recording.record(self._set_host_alpha)      # a replayed step takes the alpha_t of its own count
+        return self._launch_update(g, w, slots, None, decay, self._host_alpha)
+
+    def _set_host_alpha(self) -> None:
+        """The twin's alpha_t of the current step, into the array the CPU kernels read."""
+        self._host_alpha[0] = self.constants(FLOAT32)[3]
 
     def update_core_gpu(self, g, w, slots, halt, decay=0.0):
         return self._launch_update(g, w, slots, halt, decay, self.step_size_on_device(w))
