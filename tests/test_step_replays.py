@@ -281,3 +281,87 @@ def test_metrics_outside_the_recording_stay_ordinary(monkeypatch):
     assert [e.metrics for e in replays.entries.values() if e.verified] == [None]
     ordinary(monkeypatch)
     assert_same_bits(got, train(make(), x, y))
+
+
+# -- what a recording fixes on the host, changed during fit (found by a hostile review) ---------------------
+def _set(obj_of, name, value):
+    return lambda model: setattr(obj_of(model), name, value)
+
+
+@pytest.mark.parametrize("optimizer, change", [
+    ("sgd-nesterov-decay", _set(lambda m: m.optimizer, "momentum", 0.5)),
+    ("sgd-nesterov-decay", _set(lambda m: m.optimizer, "nesterov", False)),
+    ("sgd", _set(lambda m: m.optimizer, "weight_decay", 0.1)),
+    ("rmsprop", _set(lambda m: m.optimizer, "rho", 0.5)),
+    ("rmsprop", _set(lambda m: m.optimizer, "epsilon", 1e-2)),
+    ("adam", _set(lambda m: m.optimizer, "beta_1", 0.5)),
+    ("sgd", _set(lambda m: m.optimizer, "clipnorm", 0.01)),
+    ("sgd", _set(lambda m: m.optimizer, "learning_rate", optimizers.schedules.ExponentialDecay(0.05, 2, 0.5))),
+    ("rmsprop", _set(lambda m: m.layers[0], "scale", 1 / 512)),
+    ("rmsprop", _set(lambda m: m.layers[1], "trainable", False))])
+def test_settings_changed_during_fit(monkeypatch, optimizer, change):
+    """Hyper-parameters, a schedule, clipping, a Rescaling scale or a layer frozen from a callback after the
+    replays began: the replayed fit follows them as the ordinary one does (recording again, or stepping
+    ordinarily where the new setting is not replayed)."""
+    x, y = data(6 * BATCH)
+    model = net(optimizer)
+    got = train(model, x, y, callbacks=[AtBatch(8, change)])
+    assert model._last_fit["replays"].replays > 0
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(optimizer), x, y, callbacks=[AtBatch(8, change)]))
+
+
+def test_a_layer_frozen_during_fit_stays_as_on_the_tape():
+    """trainable=False from a callback: the tapeless step (ordinary or replayed) leaves its weights as the tape does
+    (it raised before: the layer's gradients went missing from the list the optimizer zips with its weights)."""
+    freeze = _set(lambda m: m.layers[1], "trainable", False)
+    x, y = data(6 * BATCH)
+    assert_same_bits(train(net(), x, y, callbacks=[AtBatch(8, freeze)]),
+                     train(net(jit=False), x, y, callbacks=[AtBatch(8, freeze)]))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "int64"])
+def test_labels_converted_each_step_are_recorded(monkeypatch, dtype):
+    """Sparse labels of another integer type are converted for the kernels at each step: into a work array, the
+    conversion recorded. Batches 2 and 3 have the same labels (the check must not pass on them)."""
+    x, y = data(6 * BATCH)
+    labels = y.argmax(axis=1).astype(dtype)
+    labels[2 * BATCH:3 * BATCH] = labels[BATCH:2 * BATCH]
+    model = net(loss="sparse_categorical_crossentropy")
+    got = train(model, x, labels, shuffle=False)
+    assert model._last_fit["replays"].replays > 0 and model._last_fit["replays"].failure is None
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(loss="sparse_categorical_crossentropy"), x, labels, shuffle=False))
+
+
+def test_inputs_converted_each_step_are_checked_on_other_inputs(monkeypatch):
+    """float32 images through Rescaling (x * scale: a new array each step, not recorded): batches 2 and 3 share
+    their images but not their labels; the check waits for a batch where both differ, and fails there."""
+    x, y = data(6 * BATCH)
+    x = x.astype(np.float32)
+    x[2 * BATCH:3 * BATCH] = x[BATCH:2 * BATCH]
+    model = net()
+    got = train(model, x, y, shuffle=False)
+    assert model._last_fit["replays"].failure is not None
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(), x, y, shuffle=False))
+
+
+def confident(y_true, y_pred):
+    """A user's metric in NumPy (new arrays each step, outside any recording): often 0 early in training."""
+    return gpunet.tensor((np.asarray(y_pred.data).max(axis=-1) > 0.5).astype(np.float32))
+
+
+def test_metrics_whose_sums_are_not_the_replays_own_arrays_stay_ordinary(monkeypatch):
+    x, y = data(6 * BATCH)
+
+    def make():
+        model = net()
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy", confident])
+        return model
+    model = make()
+    got = train(model, x, y, epochs=4)
+    replays = model._last_fit["replays"]
+    assert replays.replays > 0 and all(e.metrics is None for e in replays.entries.values())
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(make(), x, y, epochs=4))

@@ -1,4 +1,4 @@
-"""Recordings of host work: the CPU's counterpart of a CUDA graph (see :mod:`gpunet.trainers.step_plans`).
+"""Recordings of host work: the CPU's counterpart of a CUDA graph (see :mod:`gpunet.trainers.step_replays`).
 
 While a :class:`Recording` is active (``with Recording() as rec:``), each piece of array work that
 takes part says what it did by :func:`record`: a CPU kernel launch (:meth:`.host.HostModule.launch`:

@@ -44,6 +44,17 @@ def _array(xp, key, shape, dtype="float32"):
     return xp.empty(shape, dtype=dtype) if ws is None else ws.array(f"softmax_xent.{key}", shape, dtype)
 
 
+def int64_labels(xp, y):
+    """Integer class labels ``y`` as int64: ``y`` itself when it is already; inside a :func:`workspace` block
+    converted into a lent array (the same one each step, the conversion recorded for fit's CPU step replays)."""
+    if y.dtype == "int64" or getattr(_scope, "ws", None) is None:
+        return y.astype("int64", copy=False)
+    labels = _array(xp, "labels", y.shape, "int64")
+    xp.copyto(labels, y, casting="unsafe")
+    recording.record(xp.copyto, labels, y, casting="unsafe", keep=(labels, y))
+    return labels
+
+
 def _device(xp, a, dtype):
     """``a`` as a C-ordered ``dtype`` array for a kernel: itself when it is one already (no new array)."""
     return a if a.dtype == dtype and a.flags.c_contiguous else xp.ascontiguousarray(a, dtype=dtype)

@@ -70,6 +70,9 @@ class Workspace:
             arr = self._arrays[(key, shape, dtype)] = self.xp.empty(shape, dtype=dtype)
         return arr
 
+    def owns(self, array) -> bool:      # is ``array`` one this workspace lent (not a copy or a view)?
+        return any(array is a for a in self._arrays.values())
+
 
 class NoWorkspace:
     """The taped path's workspace: every ``array`` is None, so each op allocates a fresh result."""

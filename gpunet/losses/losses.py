@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 
 from .. import functional as F, ops
+from ..kernels.softmax_xent import int64_labels
 from ..tensor import as_tensor
 from .loss import (EPSILON, Loss, canonical_axis, float_pair, row_weights, squeeze_or_expand_to_same_rank)
 
@@ -254,7 +255,7 @@ class SparseCategoricalCrossentropy(_Crossentropy):
         if moved:
             logits = xp.moveaxis(logits, axis, -1)
         _check_labels(shape, logits.shape[:-1], logits.shape)
-        labels = y_true.reshape(-1).astype("int64", copy=False)     # (int64 labels: read in place)
+        labels = int64_labels(xp, y_true.reshape(-1))      # (int64 labels read in place)
         w = None if sample_weight is None else row_weights(xp, sample_weight, shape)
         if self.ignore_class is not None:       # Keras' mask: kept rows weigh rows / kept, ignored ones 0
             valid = labels != self.ignore_class

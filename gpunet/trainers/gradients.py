@@ -100,6 +100,7 @@ class TapelessGradients:
         trained = [bool(layer.trainable_weights) and model.trainable for layer in self.layers]
         self.need_input = [any(trained[:i]) for i in range(len(self.layers))]
         self.trained = trained
+        self.n_weights = [len(layer.trainable_weights) if t else 0 for layer, t in zip(self.layers, trained)]
         self.seed = self.xp.ones((), dtype="float32")    # d(loss)/d(loss), as the tape seeds it
 
     def __call__(self, x, y, w=None):
@@ -127,8 +128,8 @@ class TapelessGradients:
                 g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i], relu_output=stages[i - 1][1])
             else:
                 g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
-            if self.trained[i]:
-                grads[:0] = weight_grads
+            if self.trained[i]:     # (a layer frozen during fit gives none: its weights stay, as on the tape)
+                grads[:0] = weight_grads if len(weight_grads) == self.n_weights[i] else [None] * self.n_weights[i]
             if not self.need_input[i]:       # no weights before this layer: the walk back ends here
                 break
         return loss, grads, x

@@ -24,6 +24,7 @@ recording. ``compile(jit_compile=False)`` (the tape) and ``GPUNET_CPU_KERNELS=0`
 from __future__ import annotations
 
 import logging
+import operator
 
 from ..kernels import cuda
 from ..kernels.recording import Recording
@@ -65,7 +66,43 @@ def step_replays_for(model, run):
 
 
 def _same_bits(a, b) -> bool:
+    """Arrays of one shape, dtype and bytes (or both None: a weight without a gradient)."""
+    if a is None or b is None:
+        return a is b
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+class _Settings:
+    """The attributes of the objects a step reads on the host (optimizer, loss, layers, metrics) when a
+    recording was made: a recording fixes what they said (a momentum, a Rescaling scale, a label smoothing
+    ...) as kernel arguments, so a replay is right only while none of them changed (``iterations``, which
+    counts the steps, aside). :meth:`same` is a few C-level lookups and identity tests while nothing was
+    assigned; a value assigned again equal (a float, a flag) still counts as the same."""
+
+    def __init__(self, objects):
+        self.dicts = [vars(o) for o in objects]
+        self.sizes = [len(d) for d in self.dicts]
+        keys = [tuple(k for k in d if k != "iterations") for d in self.dicts]
+        self.getters = [operator.itemgetter(*k) if len(k) > 1 else (lambda d, k=k: tuple(d[n] for n in k)) for k in keys]
+        self.values = [get(d) for get, d in zip(self.getters, self.dicts)]
+
+    def same(self) -> bool:
+        for i, (state, size, get, before) in enumerate(zip(self.dicts, self.sizes, self.getters, self.values)):
+            if len(state) != size:
+                return False                    # an attribute added or removed
+            try:
+                now = get(state)
+            except KeyError:
+                return False
+            if all(map(operator.is_, now, before)):
+                continue
+            if not all(a is b or (type(a) in _SCALARS and type(a) is type(b) and a == b) for a, b in zip(now, before)):
+                return False
+            self.values[i] = now            # equal values assigned again (a step's apply): identity next time
+        return True
 
 
 class _Entry:
@@ -76,6 +113,7 @@ class _Entry:
         self.warm, self.x, self.y, self.results, self.sums = 0, None, None, None, None
         self.recorded_x = self.recorded_y = None         # the recorded step's batch (checked on another)
         self.gradients = self.metrics = self.update = None
+        self.settings = None               # the host settings the recording fixed (_Settings)
         self.verified = False
 
 
@@ -108,7 +146,10 @@ class StepReplays:
             if len(self.entries) >= MAX_ENTRIES:
                 self.entries.clear()
             entry = self.entries[key] = _Entry()
-        if self.failure or entry.warm < WARM_UP:
+        if entry.settings is not None and not entry.settings.same():      # a setting changed: record again
+            entry = self.entries[key] = _Entry()
+            entry.warm = WARM_UP
+        if self.failure or entry.warm < WARM_UP or self.model.optimizer.capture_obstacle():
             entry.warm += 1
             return self.model.train_step(self.run, x, y, None, n_global, step_id)
         if entry.x is None:     # the batch arrays the iterator gathers into (its own, reused) are read in place
@@ -120,9 +161,9 @@ class StepReplays:
             self.xp.copyto(entry.y, y)
         if entry.gradients is None:
             return self._record(entry, n_global, step_id)
-        if not entry.verified:
-            if self.xp.array_equal(entry.x, entry.recorded_x) and self.xp.array_equal(entry.y, entry.recorded_y):
-                return self.model.train_step(self.run, x, y, None, n_global, step_id)  # check on other data
+        if not entry.verified:      # checked on a batch whose inputs and targets both differ from the recorded one's
+            if self.xp.array_equal(entry.x, entry.recorded_x) or self.xp.array_equal(entry.y, entry.recorded_y):
+                return self.model.train_step(self.run, x, y, None, n_global, step_id)
             return self._verify(entry, arrays, n_global, step_id)
         return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
                                      gradients=lambda *_: self._replay(entry.gradients, entry.results),
@@ -146,6 +187,10 @@ class StepReplays:
         """The metrics' batch sums, into this replay's work arrays."""
         return self.model.compiled_metrics.batch_sums(*args[:-1], self.metric_workspaces)
 
+    def _settings(self):
+        model = self.model
+        return _Settings([model.optimizer, model.loss, *model.layers, *model.compiled_metrics])
+
     def _record(self, entry, n_global, step_id) -> bool:
         gradients, metrics, update = Recording(), Recording(), Recording()
         entry.recorded_x, entry.recorded_y = entry.x.copy(), entry.y.copy()
@@ -163,7 +208,11 @@ class StepReplays:
         def recorded_apply(grads, params, halt=None):
             with update:
                 self.model.optimizer.apply(grads, params, halt=halt)
-            entry.gradients, entry.metrics, entry.update = gradients, metrics, update
+            # the metric sums are replayed only when each is an array of the replay's work arrays (computed
+            # by recorded calls) or the batch's count (a host number fixed by the batch shape)
+            owned = all(type(s) is int or any(ws.owns(s) for ws in self.metric_workspaces) for s in entry.sums)
+            entry.gradients, entry.metrics, entry.update = gradients, metrics if owned else None, update
+            entry.settings = self._settings()
             self.recorded += 1
 
         return self.model.train_step(self.run, entry.x, entry.y, None, n_global, step_id,
@@ -174,18 +223,19 @@ class StepReplays:
         def checked_gradients(x, y, w):
             loss, grads, outputs = ordinary = self.run.gradients(x, y, w)
             results = [loss, *grads, outputs]
-            expected = [a.copy() for a in results]
+            expected = [None if a is None else a.copy() for a in results]
             entry.gradients.replay()
             got = [entry.results[0], *entry.results[1], entry.results[2]]
             if not all(_same_bits(e, g) for e, g in zip(expected, got)) or len(got) != len(expected):
                 self._fail(entry, "its gradients")
                 for a, e in zip(results, expected):      # the replay may have written the same arrays
-                    self.xp.copyto(a, e)
+                    if a is not None:
+                        self.xp.copyto(a, e)
             return ordinary
 
         def checked_sums(*args):
             ordinary = self.model.compiled_metrics.batch_sums(*args)
-            if entry.metrics is None:                   # (the gradients' check failed)
+            if entry.metrics is None:                   # (not owned, or the gradients' check failed)
                 return ordinary
             entry.metrics.replay()
             if len(ordinary) != len(entry.sums) or not all(

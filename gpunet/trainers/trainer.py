@@ -90,7 +90,8 @@ class Trainer:
         less Python per step; see :mod:`gpunet.trainers.gradients`); ``False`` always uses the tape.
         ``True`` on a GPU also captures the step into CUDA graphs, one launch per step after three
         steps per batch shape (:mod:`gpunet.trainers.step_graphs`; captured products come from a
-        simpler kernel than cuBLAS, so the last bits differ from ``'auto'``).
+        simpler kernel than cuBLAS, so the last bits differ from ``'auto'``); on the CPU either replays
+        the recorded step (:mod:`gpunet.trainers.step_replays`; the same bits).
         """
         if jit_compile not in ("auto", True, False):
             raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r}")
