@@ -69,7 +69,12 @@ def _same_bits(a, b) -> bool:
     """Arrays of one shape, dtype and bytes (or both None: a weight without a gradient)."""
     if a is None or b is None:
         return a is b
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.itemsize in (1, 2, 4, 8):          # the bits as unsigned integers (no copies; NaN == NaN, -0 != 0)
+        kind = f"u{a.dtype.itemsize}"
+        return bool((a.view(kind) == b.view(kind)).all()) if a.ndim else a.view(kind)[()] == b.view(kind)[()]
+    return a.tobytes() == b.tobytes()
 
 
 _SCALARS = (bool, int, float, str, type(None))
