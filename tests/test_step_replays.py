@@ -26,7 +26,8 @@ OPTIMIZERS = {"rmsprop": lambda: optimizers.RMSprop(),
 
 @pytest.fixture(autouse=True)
 def cpu_kernels(monkeypatch):
-    """Replays need the CPU kernels (each test would otherwise test nothing)."""
+    """Replays need the CPU kernels (each test would otherwise test nothing), and these fits are short."""
+    monkeypatch.setattr(step_replays, "MIN_STEPS", 0)
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "1")
     host.reset()
     yield
@@ -375,3 +376,46 @@ def test_the_check_compares_bits():
     assert not same(a, np.array([-0.0, np.nan, 1.0, -np.inf], np.float32))
     assert not same(a, a.astype(np.float64)) and not same(a, a[:3]) and not same(a, None) and same(None, None)
     assert not same(np.array(1.0, np.float32), np.array(np.nextafter(np.float32(1), np.float32(2))))
+
+
+def test_short_fits_are_not_replayed(monkeypatch, caplog):
+    """Recording and checking cost about three steps: a fit of fewer than MIN_STEPS steps runs ordinary steps."""
+    monkeypatch.setattr(step_replays, "MIN_STEPS", 32)
+    x, y = data(6 * BATCH)
+    model = net()
+    with caplog.at_level(logging.DEBUG, logger="gpunet.trainers"):
+        model.fit(x, y, batch_size=BATCH, epochs=5, initial_epoch=0, verbose=0)       # 30 steps
+    assert model._last_fit["replays"] is None and "a fit of 30 steps (fewer than 32)" in caplog.text
+    model.fit(x, y, batch_size=BATCH, epochs=7, initial_epoch=1, verbose=0)          # 36
+    assert model._last_fit["replays"].replays > 0
+
+
+def test_a_frozen_layers_weight_array_replaced_during_fit(monkeypatch):
+    """A frozen layer's weights are read by the recording though not trained: a new array is a new recording."""
+    def swap(model):
+        kernel = model.layers[1].kernel
+        kernel.data = kernel.data * np.float32(0.5)
+
+    def make():
+        model = net()
+        model.layers[1].trainable = False
+        return model
+    x, y = data(6 * BATCH)
+    model = make()
+    got = train(model, x, y, callbacks=[AtBatch(8, swap)])
+    assert model._last_fit["replays"].replays > 0
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(make(), x, y, callbacks=[AtBatch(8, swap)]))
+
+
+@pytest.mark.parametrize("metrics", [["mae"], []])
+def test_compile_during_fit_with_the_same_optimizer(monkeypatch, metrics):
+    """compile() from a callback keeping the optimizer object but not the metrics: the metric sums follow."""
+    def recompile(model):
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=metrics)
+    x, y = data(6 * BATCH)
+    model = net()
+    got = train(model, x, y, callbacks=[AtBatch(8, recompile)])
+    assert model._last_fit["replays"].replays > 0
+    ordinary(monkeypatch)
+    assert_same_bits(got, train(net(), x, y, callbacks=[AtBatch(8, recompile)]))

@@ -34,6 +34,7 @@ from .step_graphs import capture_obstacle
 LOG = logging.getLogger("gpunet.trainers")
 WARM_UP = 1          # ordinary steps per batch shape before the recorded one
 MAX_ENTRIES = 8      # recordings kept per fit (shapes x learning rates); more start afresh
+MIN_STEPS = 32       # shorter fits run ordinary steps (recording and checking cost ~3 steps' time)
 
 
 def replay_obstacle(model, run) -> str | None:
@@ -58,7 +59,9 @@ def step_replays_for(model, run):
     step cannot be replayed (the reason is logged at DEBUG level)."""
     if model.jit_compile is False or model.device.is_gpu:
         return None
-    reason = replay_obstacle(model, run)
+    steps = run.data.steps * (run.callbacks.params.get("epochs", 1) - run.guard.initial_epoch)
+    reason = replay_obstacle(model, run) or (f"a fit of {steps} steps (fewer than {MIN_STEPS})"
+                                             if steps < MIN_STEPS else None)
     if reason:
         LOG.debug("fit's steps are not replayed: %s", reason)
         return None
@@ -88,6 +91,7 @@ class _Settings:
     assigned; a value assigned again equal (a float, a flag) still counts as the same."""
 
     def __init__(self, objects):
+        self.objects = objects              # (kept alive: the step's key holds their ids)
         self.dicts = [vars(o) for o in objects]
         self.sizes = [len(d) for d in self.dicts]
         keys = [tuple(k for k in d if k != "iterations") for d in self.dicts]
@@ -134,18 +138,20 @@ class StepReplays:
         self.metric_workspaces = [Workspace(self.xp) for _ in model.compiled_metrics]
 
     def _arrays(self):
-        """The weights and optimizer slots a step updates (the update's recording writes these)."""
+        """The arrays a recording reads or writes by address: every layer's weights (frozen ones too) and the
+        optimizer's slots of the trained ones."""
         opt = self.model.optimizer
-        arrays = []
+        arrays = [w.data for layer in self.model.layers for w in layer.weights]
         for p in self.run.params:
-            arrays.append(p.data)
             arrays.extend(opt.slots_of(p).values())
         return arrays
 
     def step(self, x, y, n_global, step_id) -> bool:
         """One training step on batch ``(x, y)``: ordinary, recorded, checked or replayed."""
         arrays = self._arrays()
-        key = (x.shape, x.dtype.str, y.shape, y.dtype.str, self.model.optimizer.lr_t, tuple(map(id, arrays)))
+        model = self.model       # (a compile during fit gives new loss, metrics and optimizer objects)
+        key = (x.shape, x.dtype.str, y.shape, y.dtype.str, model.optimizer.lr_t, id(model.optimizer), id(model.loss),
+               id(model.compiled_metrics), tuple(map(id, arrays)))
         entry = self.entries.get(key)
         if entry is None:
             if len(self.entries) >= MAX_ENTRIES:
@@ -194,7 +200,7 @@ class StepReplays:
 
     def _settings(self):
         model = self.model
-        return _Settings([model.optimizer, model.loss, *model.layers, *model.compiled_metrics])
+        return _Settings([model.optimizer, model.loss, model.compiled_metrics, *model.layers, *model.compiled_metrics])
 
     def _record(self, entry, n_global, step_id) -> bool:
         gradients, metrics, update = Recording(), Recording(), Recording()
