@@ -388,6 +388,8 @@ def test_short_fits_are_not_replayed(monkeypatch, caplog):
     assert model._last_fit["replays"] is None and "a fit of 30 steps (fewer than 32)" in caplog.text
     model.fit(x, y, batch_size=BATCH, epochs=7, initial_epoch=1, verbose=0)          # 36
     assert model._last_fit["replays"].replays > 0
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)           # 6, but the recordings are kept: replayed
+    assert model._last_fit["replays"].replays == 6
 
 
 def test_a_frozen_layers_weight_array_replaced_during_fit(monkeypatch):
@@ -419,3 +421,43 @@ def test_compile_during_fit_with_the_same_optimizer(monkeypatch, metrics):
     assert model._last_fit["replays"].replays > 0
     ordinary(monkeypatch)
     assert_same_bits(got, train(net(), x, y, callbacks=[AtBatch(8, recompile)]))
+
+
+@pytest.mark.parametrize("between", ["nothing", "compile", "freeze", "set_weights", "learning rate", "unshuffled",
+                                     "batch size"])
+def test_recordings_kept_from_one_fit_to_the_next(monkeypatch, between):
+    """A second fit replays what the first recorded and checked from its first step, unless something the
+    recordings fixed changed in between; either way the bits are the ordinary fits'."""
+    x, y = data(6 * BATCH)
+
+    def fits(model):
+        first = train(model, x, y, epochs=2)
+        kwargs = {}
+        if between == "compile":
+            model.compile(optimizer=optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy",
+                          metrics=["accuracy"])
+        elif between == "freeze":
+            model.layers[1].trainable = False
+        elif between == "set_weights":
+            model.set_weights([w * np.float32(0.5) for w in model.get_weights()])
+        elif between == "learning rate":
+            model.optimizer.learning_rate = 0.002
+        elif between == "unshuffled":
+            kwargs["shuffle"] = False
+        gpunet.random.seed(9)
+        history = model.fit(x, y, batch_size=BATCH // 2 if between == "batch size" else BATCH, epochs=4,
+                            initial_epoch=2, verbose=0, **kwargs).history
+        return first, history, model.get_weights(), model.optimizer.iterations
+    model = net()
+    got = fits(model)
+    replays = model._last_fit["replays"]
+    if between in ("nothing", "set_weights", "unshuffled"):
+        assert replays.recorded == 0 and replays.replays == 2 * 6      # every step of the second fit
+    else:
+        assert replays.recorded >= 1 and replays.replays > 0
+    ordinary(monkeypatch)
+    want = fits(net())
+    assert_same_bits(got[0], want[0])
+    assert got[1] == want[1] and got[3] == want[3]
+    for a, b in zip(got[2], want[2]):
+        np.testing.assert_array_equal(a, b)

@@ -113,6 +113,15 @@ class EpochIterator:
             rows = [self._gather(i, a, idx) for i, a in enumerate(arrays)]
         return rows[0], rows[1], rows[2] if len(rows) == 3 else None, (ghi - glo, lo - glo, hi - glo)
 
+    def lend_batch_array(self, i, array) -> None:
+        """Gather array ``i`` (0: x, 1: y, 2: sample weights) of batches of ``len(array)`` rows into ``array``
+        from now on (a replayed step's own input array, kept from an earlier ``fit``: step_replays.py), when
+        it has their shape and dtype."""
+        data = (self.xd, self.yd, self.wd)[i]
+        if data is not None and array.shape[1:] == data.shape[1:] and array.dtype == data.dtype and \
+                array.flags.c_contiguous and array.flags.owndata:
+            self._rows[(i, len(array))] = array
+
     def _gather(self, i, a, idx):
         """``a``'s rows ``idx`` in the batch array kept for this array and batch size (one per size: the
         last, smaller batch of a pass has its own), overwritten by the next batch of that size: no new

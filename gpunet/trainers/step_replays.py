@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import weakref
 
 from ..kernels import cuda
 from ..kernels.recording import Recording
@@ -35,6 +36,7 @@ LOG = logging.getLogger("gpunet.trainers")
 WARM_UP = 1          # ordinary steps per batch shape before the recorded one
 MAX_ENTRIES = 8      # recordings kept per fit (shapes x learning rates); more start afresh
 MIN_STEPS = 32       # shorter fits run ordinary steps (recording and checking cost ~3 steps' time)
+_KEPT = weakref.WeakKeyDictionary()     # model -> its recordings, kept from one fit to the next
 
 
 def replay_obstacle(model, run) -> str | None:
@@ -60,8 +62,9 @@ def step_replays_for(model, run):
     if model.jit_compile is False or model.device.is_gpu:
         return None
     steps = run.data.steps * (run.callbacks.params.get("epochs", 1) - run.guard.initial_epoch)
+    kept = any(entry.verified for entry in _KEPT.get(model, {}).values())   # (then replays cost nothing more)
     reason = replay_obstacle(model, run) or (f"a fit of {steps} steps (fewer than {MIN_STEPS})"
-                                             if steps < MIN_STEPS else None)
+                                             if steps < MIN_STEPS and not kept else None)
     if reason:
         LOG.debug("fit's steps are not replayed: %s", reason)
         return None
@@ -131,7 +134,13 @@ class StepReplays:
 
     def __init__(self, model, run):
         self.model, self.run, self.xp = model, run, model.device.xp
-        self.entries = {}
+        # a later fit of the model replays what an earlier one recorded and checked, at its first step: the
+        # same keys and settings checks hold, and its batches are gathered into the recordings' input arrays
+        self.entries = _KEPT.setdefault(model, {})
+        for entry in self.entries.values():
+            if entry.x is not None and entry.verified:
+                run.data.lend_batch_array(0, entry.x)
+                run.data.lend_batch_array(1, entry.y)
         self.recorded = self.replays = 0
         self.failure = None        # why a replay did not match its step (the rest of the fit runs ordinarily)
         # the metrics' work arrays (their batch sums into fixed arrays, as on a GPU: recordable)
