@@ -68,6 +68,19 @@ def ordinary(monkeypatch):
     monkeypatch.setattr(trainer, "step_replays_for", lambda model, run: None)
 
 
+def replays_match_ordinary_steps(monkeypatch, make, action, batch=8):
+    """A fit of ``make()`` whose callback calls ``action(model)`` after batch ``batch`` (replays under way):
+    the same bits as with ordinary steps. Returns the replayed model."""
+    x, y = data(6 * BATCH)
+    model = make()
+    got = train(model, x, y, callbacks=[AtBatch(batch, action)])
+    assert model._last_fit["replays"].replays > 0
+    with monkeypatch.context() as m:
+        ordinary(m)
+        assert_same_bits(got, train(make(), x, y, callbacks=[AtBatch(batch, action)]))
+    return model
+
+
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_replayed_steps_give_the_ordinary_steps_bits(monkeypatch, optimizer, shuffle):
@@ -162,12 +175,7 @@ def test_changes_between_steps(monkeypatch, action):
                 slots = model.optimizer.slots_of(p)
                 for name in list(slots):
                     slots[name] = slots[name] * np.float32(0.5)
-    x, y = data(6 * BATCH)
-    model = net()
-    got = train(model, x, y, callbacks=[AtBatch(8, act)])
-    assert model._last_fit["replays"].replays > 0
-    ordinary(monkeypatch)
-    assert_same_bits(got, train(net(), x, y, callbacks=[AtBatch(8, act)]))
+    replays_match_ordinary_steps(monkeypatch, net, act)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -304,12 +312,7 @@ def test_settings_changed_during_fit(monkeypatch, optimizer, change):
     """Hyper-parameters, a schedule, clipping, a Rescaling scale or a layer frozen from a callback after the
     replays began: the replayed fit follows them as the ordinary one does (recording again, or stepping
     ordinarily where the new setting is not replayed)."""
-    x, y = data(6 * BATCH)
-    model = net(optimizer)
-    got = train(model, x, y, callbacks=[AtBatch(8, change)])
-    assert model._last_fit["replays"].replays > 0
-    ordinary(monkeypatch)
-    assert_same_bits(got, train(net(optimizer), x, y, callbacks=[AtBatch(8, change)]))
+    replays_match_ordinary_steps(monkeypatch, lambda: net(optimizer), change)
 
 
 def test_a_layer_frozen_during_fit_stays_as_on_the_tape():
@@ -402,12 +405,7 @@ def test_a_frozen_layers_weight_array_replaced_during_fit(monkeypatch):
         model = net()
         model.layers[1].trainable = False
         return model
-    x, y = data(6 * BATCH)
-    model = make()
-    got = train(model, x, y, callbacks=[AtBatch(8, swap)])
-    assert model._last_fit["replays"].replays > 0
-    ordinary(monkeypatch)
-    assert_same_bits(got, train(make(), x, y, callbacks=[AtBatch(8, swap)]))
+    replays_match_ordinary_steps(monkeypatch, make, swap)
 
 
 @pytest.mark.parametrize("metrics", [["mae"], []])
@@ -415,12 +413,7 @@ def test_compile_during_fit_with_the_same_optimizer(monkeypatch, metrics):
     """compile() from a callback keeping the optimizer object but not the metrics: the metric sums follow."""
     def recompile(model):
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=metrics)
-    x, y = data(6 * BATCH)
-    model = net()
-    got = train(model, x, y, callbacks=[AtBatch(8, recompile)])
-    assert model._last_fit["replays"].replays > 0
-    ordinary(monkeypatch)
-    assert_same_bits(got, train(net(), x, y, callbacks=[AtBatch(8, recompile)]))
+    replays_match_ordinary_steps(monkeypatch, net, recompile)
 
 
 @pytest.mark.parametrize("between", ["nothing", "compile", "freeze", "set_weights", "learning rate", "unshuffled",
