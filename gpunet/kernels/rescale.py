@@ -12,8 +12,8 @@ def cast_scale(x, y, scale, offset) -> None:
     factors: the kernel (one pass); otherwise, or with the CPU kernels off, the twin: cast, then scale and
     shift in place. Either way the call is recorded for fit's step replays."""
     if x.dtype == "uint8" and isinstance(scale, float) and isinstance(offset, float) and y.flags.c_contiguous \
-            and x.flags.c_contiguous and SOURCE.launch("rescale_u8", x.size, (x, y, cuda.f32(scale), cuda.f32(offset),
-                                                                              cuda.i32(offset != 0.0), cuda.i64(x.size))):
+            and x.flags.c_contiguous and SOURCE.launch("rescale_u8", x.size, (
+                x, y, cuda.f32(scale), cuda.f32(offset), cuda.i32(offset != 0.0), cuda.i64(x.size))):
         return
     cast_scale_twin(x, y, scale, offset)
     recording.record(cast_scale_twin, x, y, scale, offset, keep=(x, y))

@@ -1,25 +1,32 @@
 """Replays of ``fit``'s training step on the CPU: what a CUDA graph is to the GPU, for Python.
 
-With the CPU kernels on, a step of the chapter's network spends ~0.3 ms of its ~1.7 ms in Python
+With the CPU kernels on, a step of the chapter's network spent ~0.3 ms of its ~1.7 ms in Python
 deciding what to run (the layer walk, argument checks, kernel argument conversion) and ~1.2 ms in the
 matrix products. The decisions are the same at every step of a batch shape, so the step's array work
 is recorded once (:mod:`gpunet.kernels.recording`: each kernel launch with its converted arguments,
-each product, each block of NumPy code that writes fixed arrays) and replayed. Per batch shape::
+each product, each block of NumPy code that writes fixed arrays) in three parts — the gradients, the
+metrics' batch sums, the optimizer update — and replayed. Per batch shape::
 
     step 1      the ordinary step (it makes the optimizer's slots and the work arrays)
-    step 2      the batch copied into the replay's own input arrays; the ordinary step, recorded
-    step 3      the ordinary step on the new batch, then the recording replayed from the state before
-                it: every result (loss, gradients, outputs, weights, slots) must match bit for bit,
-                else the replay is dropped and the fit goes on with ordinary steps
-    later       the batch copied in; the gradients' recording replayed; the metrics and the loss
-                guard as in any step; the update's recording replayed; the step counted on the host
+    step 2      the ordinary step, recorded (the batch in the replay's input arrays: the iterator's own)
+    step 3      on the first later batch whose inputs and targets both differ from step 2's: the ordinary
+                step, each part's recording replayed from the state before it and compared bit for bit
+                (loss, gradients, outputs, metric sums, every weight and slot); a mismatch ends the
+                replays for this fit (ordinary steps go on; the reason is logged at DEBUG level)
+    later       the gradients' and metrics' recordings replayed; the loss guard as in any step; the
+                update's recording replayed; the step counted on the host
 
-Work a recording misses (a NumPy call outside the recorded ones) shows at step 3, whose batch is
-not step 2's. Only models built of layers that declare their forward and backward recorded
-(``Layer.replays_on_host``) with a loss and optimizer whose CPU work is recorded are replayed; the
-conditions of a CUDA graph hold too (:func:`.step_graphs.capture_obstacle`: no learning-rate schedule,
-clipping, sample weights or distributed fit). A new learning rate, weight or slot array starts a new
-recording. ``compile(jit_compile=False)`` (the tape) and ``GPUNET_CPU_KERNELS=0`` never replay.
+Work a recording misses (a NumPy call outside the recorded ones, a new array each step) shows at step 3.
+What a recording fixed on the host is checked before every replay: the batch shapes and dtypes, the
+learning rate, the optimizer, loss and metrics objects, every weight and slot array (by identity), and
+the attributes of the optimizer, loss, layers and metrics (:class:`_Settings`): a change records again.
+Metric sums are replayed only when they are the replay's own work arrays. A model's recordings are kept
+from one ``fit`` to the next (which then replays from its first step); a fit of fewer than
+:data:`MIN_STEPS` steps without kept recordings runs ordinary steps. Only models built of layers that
+declare their CPU work recorded (``Layer.replays_on_host``), with such a loss and optimizer, are replayed,
+under the conditions of a CUDA graph (:func:`.step_graphs.capture_obstacle`: no learning-rate schedule,
+clipping, sample weights or distributed fit). ``compile(jit_compile=False)`` (the tape) and
+``GPUNET_CPU_KERNELS=0`` never replay; the kernels' thread count is the one of the recording.
 """
 from __future__ import annotations
 
@@ -98,7 +105,8 @@ class _Settings:
         self.dicts = [vars(o) for o in objects]
         self.sizes = [len(d) for d in self.dicts]
         keys = [tuple(k for k in d if k != "iterations") for d in self.dicts]
-        self.getters = [operator.itemgetter(*k) if len(k) > 1 else (lambda d, k=k: tuple(d[n] for n in k)) for k in keys]
+        self.getters = [operator.itemgetter(*k) if len(k) > 1 else (lambda d, k=k: tuple(d[n] for n in k))
+                        for k in keys]
         self.values = [get(d) for get, d in zip(self.getters, self.dicts)]
 
     def same(self) -> bool:
