@@ -156,15 +156,26 @@ def accuracy_hits_into(xp, kind, t, p, ws, threshold=0.5, logits=False):
         return None
     n = p.shape[0]
     hits = ws.array("hits", (n,), "float32")
-    if kind == "binary" and p.shape[1] == 1 and t.size == n:
-        above = xp.greater(p.reshape(n), _cut(threshold, logits), out=ws.array("above", (n,), "bool"))
-        return xp.equal(t.reshape(n), above, out=hits)
-    if kind not in ("categorical", "sparse") or (kind == "categorical") != (t.shape == p.shape):
+    binary = kind == "binary" and p.shape[1] == 1 and t.size == n
+    if not binary and (kind not in ("categorical", "sparse") or (kind == "categorical") != (t.shape == p.shape)):
         return None
+    if not binary and softmax_xent.argmax_hits(xp, p, t.reshape(n) if kind == "sparse" else t, kind == "sparse", hits):
+        return hits                   # (one CPU kernel; its launch recorded for fit's CPU step replays)
+    _hits_into(xp, binary, kind, t, p, ws, hits, threshold, logits)
+    recording.record(_hits_into, xp, binary, kind, t, p, ws, hits, threshold, logits)     # (the same, at replays)
+    return hits
+
+
+def _hits_into(xp, binary, kind, t, p, ws, hits, threshold, logits):
+    n = p.shape[0]
+    if binary:
+        above = xp.greater(p.reshape(n), _cut(threshold, logits), out=ws.array("above", (n,), "bool"))
+        xp.equal(t.reshape(n), above, out=hits)
+        return
     pred = p.argmax(axis=-1, out=ws.array("pred", (n,), "int64"))
     if kind == "categorical":
         t = t.argmax(axis=-1, out=ws.array("true", (n,), "int64"))
-    return xp.equal(t.reshape(n), pred, out=hits)
+    xp.equal(t.reshape(n), pred, out=hits)
 
 
 class Accuracy(Metric):
@@ -201,8 +212,7 @@ class Accuracy(Metric):
             xp = y_pred.device.xp
             kind = self.kind or resolve_kind(y_true.shape, y_pred.shape)
             hits = accuracy_hits_into(xp, kind, y_true.data, y_pred.data, ws, self.threshold, logits)
-            if hits is not None:        # (into the same arrays again at each of fit's CPU step replays)
-                recording.record(accuracy_hits_into, xp, kind, y_true.data, y_pred.data, ws, self.threshold, logits)
+            if hits is not None:
                 return softmax_xent.sum_rows(xp, hits, out=ws.array("sum", (), "float32"))
         return super().batch_sum(y_true, y_pred, logits, sample_weight)
 

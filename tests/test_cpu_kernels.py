@@ -107,6 +107,31 @@ def test_uint8_rescaling_gives_the_twins_and_numpys_bits(both, scale, offset):
 
 
 @needs_compiler
+@pytest.mark.parametrize("cols", [1, 2, 10, 33])
+def test_the_accuracy_kernel_is_numpys_argmax(both, cols):
+    """argmax_hits (the accuracy's hits in one pass) against NumPy's argmax/argmax/equal: ties (the first wins),
+    -0 against +0, infinities, NaN anywhere (NumPy counts the first NaN as the maximum), rows of NaN only, and
+    sparse labels out of range or negative; through the metric's own path with the kernels on and off."""
+    from gpunet import metrics
+    from gpunet.layers import Workspace
+    rng = np.random.default_rng(cols)
+    p = rng.integers(-2, 3, (300, cols)).astype(F)          # many ties
+    t = np.eye(cols, dtype=F)[rng.integers(0, cols, 300)]
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0], F)
+    for r in range(0, 300, 3):
+        p[r, rng.integers(0, cols)] = specials[r % 6]
+    p[1], t[2] = np.nan, np.nan
+    t[4] = 0.0
+    labels = t.argmax(axis=1)
+    labels[:5] = [cols, -1, 10 ** 9, 0, cols - 1]
+    for kind, target in (("categorical", t), ("sparse", labels)):
+        want = (p.argmax(axis=1) == (target if kind == "sparse" else target.argmax(axis=1))).astype(F)
+        got, twin = both(lambda: metrics.accuracy_hits_into(np, kind, target, p, Workspace(np)).copy())
+        assert_same_bits(got, want, f"{kind}, {cols} columns")
+        assert_same_bits(twin, want, f"{kind} twin, {cols} columns")
+
+
+@needs_compiler
 def test_the_bias_gradient_kernel_gives_numpys_row_sums(monkeypatch):
     """bias_grad adds the rows in order, as NumPy's gz.sum(axis=0) (cols > 1): launched directly (the CPU
     path keeps NumPy's vectorized sum, which is faster)."""

@@ -65,4 +65,23 @@ __global__ void sum_rows(const float* v, const float* w, float* out, long long n
     }
 }
 
+// The first index of a row's maximum, as NumPy's argmax: a NaN counts as the maximum (the first one wins).
+__device__ __forceinline__ long long row_argmax(const float* v, long long cols) {
+    long long best = 0;
+    float m = v[0];
+    for (long long c = 1; c < cols && m == m; ++c)
+        if (!(v[c] <= m)) { m = v[c]; best = c; }      // greater, or NaN
+    return best;
+}
+
+// hits[r] = 1 where the row's argmax of p equals that of the one-hot targets y (or, when y is null, the
+// class label labels[r]), else 0: the accuracy's hits in one pass (the twin: argmax, argmax, equal).
+__global__ void argmax_hits(const float* p, const float* y, const long long* labels, float* hits, long long rows,
+                            long long cols) {
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        long long truth = y ? row_argmax(y + r * cols, cols) : labels[r];
+        hits[r] = row_argmax(p + r * cols, cols) == truth ? 1.0f : 0.0f;
+    }
+}
+
 }  // extern "C"

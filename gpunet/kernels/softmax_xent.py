@@ -44,6 +44,23 @@ def _array(xp, key, shape, dtype="float32"):
     return xp.empty(shape, dtype=dtype) if ws is None else ws.array(f"softmax_xent.{key}", shape, dtype)
 
 
+def argmax_hits(xp, p, t, sparse, hits) -> bool:
+    """``hits = float32(argmax(p, axis=1) == argmax(t, axis=1))`` (``sparse``: ``== t``, int64 labels) into ``hits``,
+    NumPy's argmax (the first maximum; a NaN counts as the maximum): the ``argmax_hits`` kernel on the CPU (one
+    pass instead of three NumPy calls on small arrays). False where it does not apply: on a GPU (CuPy's argmax
+    runs there), other dtypes or layouts, or the CPU kernels off — the caller then computes with NumPy."""
+    rows, cols = p.shape
+    if cuda.is_gpu(xp) or cols == 0 or p.dtype != "float32" or hits.dtype != "float32" or \
+            not (p.flags.c_contiguous and hits.flags.c_contiguous and hits.shape == (rows,)):
+        return False
+    if sparse and not (t.dtype == "int64" and t.size == rows and t.flags.c_contiguous):
+        return False
+    if not sparse and not (t.dtype == "float32" and t.shape == p.shape and t.flags.c_contiguous):
+        return False
+    return SOURCE.launch("argmax_hits", rows, (p, cuda.NULL if sparse else t, t if sparse else cuda.NULL, hits,
+                                               cuda.i64(rows), cuda.i64(cols)))
+
+
 def int64_labels(xp, y):
     """Integer class labels ``y`` as int64: ``y`` itself when it is already; inside a :func:`workspace` block
     converted into a lent array (the same one each step, the conversion recorded for fit's CPU step replays)."""
