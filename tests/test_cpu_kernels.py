@@ -132,33 +132,6 @@ def test_the_accuracy_kernel_is_numpys_argmax(both, cols):
 
 
 @needs_compiler
-@pytest.mark.parametrize("shape", [(129, 33), (128, 512), (7, 2), (0, 5), (300, 1)])
-def test_the_fused_relu_and_bias_gradients_give_the_two_calls_bits(both, monkeypatch, shape):
-    """relu_bwd_bias_grad_cols (a Dense layer's own ReLU backward with its bias gradient, one pass) against
-    relu_bwd then bias_grad, and against NumPy (g * (y > 0), its sum over rows), with 1-3 threads; edge values
-    in both operands (NaN/inf gradients give NaN or -0 where the ReLU was off, subnormals kept)."""
-    rng = np.random.default_rng(shape[0])
-    g, y = rng.standard_normal(shape).astype(F), np.maximum(rng.standard_normal(shape), 0).astype(F)
-    g.ravel()[:min(EDGE.size, g.size)] = EDGE[:g.size]
-    y.ravel()[-min(EDGE.size, y.size):] = np.abs(EDGE[:min(EDGE.size, y.size)])
-    monkeypatch.setattr(host, "MIN_PER_THREAD", 1)
-
-    def fused_with(threads):
-        host.set_threads(threads)           # (after both()'s reset)
-        gz, gb = kernels.dense.relu_backward_bias_grad(np, g, y, np.full(shape, np.nan, F), np.full(shape[1], np.nan, F))
-        return np.concatenate([gz.ravel(), gb])
-    want_gz = g * (y > 0)
-    for threads in (1, 2, 3):
-        if shape[1] > 1 and shape[0] > 0:
-            got, twin = both(lambda: fused_with(threads))
-        else:
-            got = twin = fused_with(threads)
-        assert_same_bits(got, twin, f"{shape} with {threads} threads")
-        assert_same_bits(got[:g.size].reshape(shape), want_gz, f"{shape}: gz")
-        assert_same_bits(got[g.size:], want_gz.sum(axis=0), f"{shape}: gb")
-
-
-@needs_compiler
 def test_the_bias_gradient_kernel_gives_numpys_row_sums(monkeypatch):
     """bias_grad adds the rows in order, as NumPy's gz.sum(axis=0) (cols > 1): launched directly (the CPU
     path keeps NumPy's vectorized sum, which is faster)."""

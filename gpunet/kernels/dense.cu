@@ -83,32 +83,4 @@ __global__ void bias_grad_cols(const float* __restrict__ gz, float* __restrict__
     for (; c < c1; ++c) sum_columns<1>(gz, gb, rows, cols, c);
 }
 
-// sum_columns of gz = g * (y > 0) (relu_bwd's multiplication), writing gz on the way.
-extern "C++" template <int W>
-__device__ __forceinline__ void relu_sum_columns(const float* __restrict__ g, const float* __restrict__ y,
-                                                 float* __restrict__ gz, float* __restrict__ gb, long long rows,
-                                                 long long cols, long long c) {
-    float acc[W];
-    for (int j = 0; j < W; ++j) acc[j] = 0.0f;
-    for (long long r = 0; r < rows; ++r)
-        for (int j = 0; j < W; ++j) {
-            long long i = r * cols + c + j;
-            float v = __fmul_rn(g[i], above_zero(y[i]) ? 1.0f : 0.0f);
-            gz[i] = v;
-            acc[j] = __fadd_rn(acc[j], v);
-        }
-    for (int j = 0; j < W; ++j) gb[c + j] = acc[j];
-}
-
-// relu_bwd, then bias_grad_cols of its result, in one pass over the gradient (a CPU-shaped kernel: the
-// blocks of bias_grad_cols; the same bits as the two). g, y, gz, gb must not overlap.
-__global__ void relu_bwd_bias_grad_cols(const float* __restrict__ g, const float* __restrict__ y,
-                                        float* __restrict__ gz, float* __restrict__ gb, long long rows, long long cols) {
-    long long per = (cols + gridDim.x - 1) / gridDim.x;
-    long long c = blockIdx.x * per, c1 = c + per < cols ? c + per : cols;
-    for (; c + 32 <= c1; c += 32) relu_sum_columns<32>(g, y, gz, gb, rows, cols, c);
-    for (; c + 16 <= c1; c += 16) relu_sum_columns<16>(g, y, gz, gb, rows, cols, c);
-    for (; c < c1; ++c) relu_sum_columns<1>(g, y, gz, gb, rows, cols, c);
-}
-
 }  // extern "C"

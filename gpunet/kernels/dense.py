@@ -99,21 +99,6 @@ def bias_grad(xp, gz, out=None):
     return gz.sum(axis=0, out=out)
 
 
-def relu_backward_bias_grad(xp, g, y, gz, gb):
-    """:func:`act_backward` for ReLU into ``gz``, then :func:`bias_grad` of it into ``gb`` (None: no bias
-    gradient): ``(gz, gb)``, float32 ``(rows, cols)`` arrays. On the CPU one kernel does both in one pass
-    (``relu_bwd_bias_grad_cols``: the same bits); elsewhere, or for one column, the two calls."""
-    if gb is not None and not cuda.is_gpu(xp) and cuda.fused(xp) and g.ndim == 2 and g.shape[1] > 1 and \
-            all(a.dtype == "float32" for a in (g, y, gz, gb)) and g.shape == y.shape == gz.shape and \
-            gb.shape == g.shape[1:] and _flat(g, y, gz, gb) and not any(
-                xp.may_share_memory(a, b) for a, b in ((g, gz), (y, gz), (gb, g), (gb, y), (gb, gz))) and \
-            SOURCE.launch("relu_bwd_bias_grad_cols", g.size, (g, y, gz, gb, cuda.i64(g.shape[0]),
-                                                              cuda.i64(g.shape[1]))):
-        return gz, gb
-    gz = act_backward(xp, g, y, "relu", out=gz)
-    return gz, None if gb is None else bias_grad(xp, gz, out=gb)
-
-
 def dense_backward(xp, gz, x2, kernel, need_x, need_kernel, need_bias, buffers=None):
     """From ``gz (n, units)``, the gradient of ``x2 @ kernel + bias``: ``(grad x2, grad kernel,
     grad bias)``, each None when not needed. ``buffers``: optional ``{'gx', 'gk', 'gb'}`` arrays to

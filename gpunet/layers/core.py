@@ -49,7 +49,6 @@ class Dense(Layer):
 
     activation_in_place = True
     fused_activations = ("relu",)   # forward(..., activation='relu'): the bias and ReLU in one pass
-    fuses_relu_backward = True      # backward(..., own_relu_output=y): its gradient with the bias gradient
     replays_on_host = True
     supports_masking = True
 
@@ -97,21 +96,16 @@ class Dense(Layer):
                                   activation, out=ws.array("z", (x2.shape[0], self.units)))
         return z.reshape(x.shape[:-1] + (self.units,)), (xp, x2, x.shape, ws)
 
-    def backward(self, saved, gz, need_input=True, own_relu_output=None):
+    def backward(self, saved, gz, need_input=True):
         xp, x2, shape, ws = saved
         gz2 = gz.reshape(-1, self.units)
         train = self.trainable
-        need_bias, gb = train and self.use_bias, None
-        if own_relu_output is not None:       # the ReLU forward applied: its gradient, with the bias's in one pass
-            gz2, gb = kernels.dense.relu_backward_bias_grad(xp, gz2, own_relu_output.reshape(gz2.shape),
-                                                            ws.array("relu_grad", gz2.shape),
-                                                            ws.array("gb", (self.units,)) if need_bias else None)
-        gx, gk, gb_ = kernels.dense_backward(xp, gz2, x2, self.kernel.data, need_input, train, need_bias and gb is None,
-                                             {"gx": ws.array("gx", x2.shape) if need_input else None,
-                                              "gk": ws.array("gk", self.kernel.shape) if train else None,
-                                              "gb": ws.array("gb", (self.units,)) if need_bias else None})
-        return None if gx is None else gx.reshape(shape), [g for g in (gk, gb if gb is not None else gb_)
-                                                           if g is not None]
+        gx, gk, gb = kernels.dense_backward(xp, gz2, x2, self.kernel.data, need_input, train, train and self.use_bias,
+                                            {"gx": ws.array("gx", x2.shape) if need_input else None,
+                                             "gk": ws.array("gk", self.kernel.shape) if train else None,
+                                             "gb": ws.array("gb", (self.units,)) if train and self.use_bias
+                                             else None})
+        return None if gx is None else gx.reshape(shape), [g for g in (gk, gb) if g is not None]
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation_name,

@@ -186,7 +186,6 @@ class Layer:
                                  # read, so the tapeless step may apply the activation in place
     fused_activations = ()       # activation names forward(..., activation=name) applies itself (with the bias)
     absorbs_relu_gradient = False  # backward(..., relu_output=y) applies the ReLU gradient of its input y too
-    fuses_relu_backward = False  # backward(..., own_relu_output=y) applies its own fused ReLU's gradient first
     replays_on_host = False      # forward/backward record their CPU work (fit's step replays: step_replays.py)
     supports_masking = False     # Keras' flag, kept for code that reads it (gpunet has no masks)
 

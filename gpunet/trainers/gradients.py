@@ -94,10 +94,6 @@ class TapelessGradients:
         # a ReLU whose backward the next layer applies in its own (max pooling: one pass, not two)
         self.absorbed = [activations.name_of(act) == "relu" and nxt.absorbs_relu_gradient
                          for act, nxt in zip(self.activations, self.layers[1:])] + [False]
-        # a fused ReLU whose backward the layer applies itself (with its bias gradient: one pass, not two)
-        self.own_relu = [fused and not absorbed and activations.name_of(act) == "relu" and layer.fuses_relu_backward
-                         for layer, act, fused, absorbed in
-                         zip(self.layers, self.activations, self.fused, self.absorbed)]
         self.workspaces = [Workspace(self.xp) for _ in self.layers]
         self.loss_workspace = Workspace(self.xp)        # the fused loss kernels' results
         # a layer computes the gradient of its input only when some trainable weight lies before it
@@ -126,16 +122,12 @@ class TapelessGradients:
         for i in range(len(self.layers) - 1, -1, -1):
             saved, out = stages[i]
             act = self.activations[i]
-            if self.own_relu[i]:
-                g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i], own_relu_output=out)
+            if act is not None and not self.absorbed[i]:
+                g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype))
+            if i > 0 and self.absorbed[i - 1]:
+                g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i], relu_output=stages[i - 1][1])
             else:
-                if act is not None and not self.absorbed[i]:
-                    g = act.backward(xp, g, out, out=self.workspaces[i].array("activation_grad", g.shape, g.dtype))
-                if i > 0 and self.absorbed[i - 1]:
-                    g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i],
-                                                              relu_output=stages[i - 1][1])
-                else:
-                    g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
+                g, weight_grads = self.layers[i].backward(saved, g, self.need_input[i])
             if self.trained[i]:     # (a layer frozen during fit gives none: its weights stay, as on the tape)
                 grads[:0] = weight_grads if len(weight_grads) == self.n_weights[i] else [None] * self.n_weights[i]
             if not self.need_input[i]:       # no weights before this layer: the walk back ends here
