@@ -394,6 +394,9 @@ def test_short_fits_are_not_replayed(monkeypatch, caplog):
     assert model._last_fit["replays"].replays > 0
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)           # 6, but the recordings are kept: replayed
     assert model._last_fit["replays"].replays == 6
+    model.optimizer.learning_rate = 0.002                             # none kept for this learning rate
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    assert model._last_fit["replays"] is None
 
 
 def test_a_frozen_layers_weight_array_replaced_during_fit(monkeypatch):
@@ -455,3 +458,31 @@ def test_recordings_kept_from_one_fit_to_the_next(monkeypatch, between):
     assert got[1] == want[1] and got[3] == want[3]
     for a, b in zip(got[2], want[2]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("hook", ["on_train_batch_begin", "on_train_batch_end"])
+def test_a_fit_nested_in_a_callback_of_the_same_model(monkeypatch, hook):
+    """A fit run from a callback while a fit of the same model is under way (after its batch was gathered)
+    keeps its recordings apart: it neither gathers into the outer fit's batch arrays nor replays its entries."""
+    x, y = data(6 * BATCH)
+    x2, y2 = data(4 * BATCH, seed=3)
+
+    class Nested(callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def run(self, batch):
+            self.calls += 1
+            if self.calls in (3, 9):
+                self.model.fit(x2, y2, batch_size=BATCH, epochs=1, verbose=0, shuffle=True)
+    setattr(Nested, hook, lambda self, batch, logs=None: self.run(batch))
+
+    def fits(model):
+        first = train(model, x, y)                                   # recordings kept after this fit
+        return first, train(model, x, y, callbacks=[Nested()])
+    got = fits(net())
+    ordinary(monkeypatch)
+    want = fits(net())
+    for a, b in zip(got, want):
+        assert_same_bits(a, b)

@@ -307,6 +307,10 @@ class Optimizer:
         """Zero-filled slot arrays for ``param``, one per :attr:`slot_names` (on its device)."""
         return {name: param.device.xp.zeros_like(param.data) for name in self.slot_names}
 
+    def has_slots(self, param) -> bool:
+        """Whether ``param``'s slots exist (:meth:`slots_of` builds them)."""
+        return id(param) in self._slots
+
     def slots_of(self, param) -> dict:
         """``param``'s slots (built at first use)."""
         slots = self._slots.get(id(param))

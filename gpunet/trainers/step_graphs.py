@@ -80,6 +80,12 @@ class StepGraphs:
         self.captures = self.replays = 0
         self.failure = None        # why a capture failed (the rest of the fit runs uncaptured)
 
+    def __enter__(self):           # (the span of the fit's epochs, as StepReplays has one)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
     def step(self, x, y, n_global, step_id) -> bool:
         """One training step on device batch ``(x, y)``: ordinary, captured or replayed; True (a GPU's
         loss guard reports later)."""

@@ -44,6 +44,7 @@ WARM_UP = 1          # ordinary steps per batch shape before the recorded one
 MAX_ENTRIES = 8      # recordings kept per fit (shapes x learning rates); more start afresh
 MIN_STEPS = 32       # shorter fits run ordinary steps (recording and checking cost ~3 steps' time)
 _KEPT = weakref.WeakKeyDictionary()     # model -> its recordings, kept from one fit to the next
+_IN_USE = weakref.WeakKeyDictionary()   # model -> True while a fit of it uses its kept recordings
 
 
 def replay_obstacle(model, run) -> str | None:
@@ -69,13 +70,34 @@ def step_replays_for(model, run):
     if model.jit_compile is False or model.device.is_gpu:
         return None
     steps = run.data.steps * (run.callbacks.params.get("epochs", 1) - run.guard.initial_epoch)
-    kept = any(entry.verified for entry in _KEPT.get(model, {}).values())   # (then replays cost nothing more)
+    x, y = run.data.xd, run.data.yd          # a kept recording for this fit's full batches: replays cost nothing more
+    kept = not _IN_USE.get(model) and all(map(model.optimizer.has_slots, run.params)) and getattr(
+        _KEPT.get(model, {}).get(step_key(model, run, (run.batch_size,) + x.shape[1:], x.dtype,
+                                          (run.batch_size,) + y.shape[1:], y.dtype)), "verified", False)
     reason = replay_obstacle(model, run) or (f"a fit of {steps} steps (fewer than {MIN_STEPS})"
                                              if steps < MIN_STEPS and not kept else None)
     if reason:
         LOG.debug("fit's steps are not replayed: %s", reason)
         return None
     return StepReplays(model, run)
+
+
+def step_arrays(model, run):
+    """The arrays a recording reads or writes by address: every layer's weights (frozen ones too) and the
+    optimizer's slots of the trained ones."""
+    opt = model.optimizer
+    arrays = [w.data for layer in model.layers for w in layer.weights]
+    for p in run.params:
+        arrays.extend(opt.slots_of(p).values())
+    return arrays
+
+
+def step_key(model, run, x_shape, x_dtype, y_shape, y_dtype, arrays=None):
+    """What a recording is kept under: the batch's shapes and dtypes, the learning rate, the optimizer, loss
+    and metrics objects (a compile during fit makes new ones) and the arrays of :func:`step_arrays`."""
+    arrays = step_arrays(model, run) if arrays is None else arrays
+    return (tuple(x_shape), str(x_dtype), tuple(y_shape), str(y_dtype), model.optimizer.lr_t, id(model.optimizer),
+            id(model.loss), id(model.compiled_metrics), tuple(map(id, arrays)))
 
 
 def _same_bits(a, b) -> bool:
@@ -142,33 +164,36 @@ class StepReplays:
 
     def __init__(self, model, run):
         self.model, self.run, self.xp = model, run, model.device.xp
-        # a later fit of the model replays what an earlier one recorded and checked, at its first step: the
-        # same keys and settings checks hold, and its batches are gathered into the recordings' input arrays
-        self.entries = _KEPT.setdefault(model, {})
-        for entry in self.entries.values():
-            if entry.x is not None and entry.verified:
-                run.data.lend_batch_array(0, entry.x)
-                run.data.lend_batch_array(1, entry.y)
+        self.entries, self._shares = {}, False
         self.recorded = self.replays = 0
         self.failure = None        # why a replay did not match its step (the rest of the fit runs ordinarily)
         # the metrics' work arrays (their batch sums into fixed arrays, as on a GPU: recordable)
         self.metric_workspaces = [Workspace(self.xp) for _ in model.compiled_metrics]
 
-    def _arrays(self):
-        """The arrays a recording reads or writes by address: every layer's weights (frozen ones too) and the
-        optimizer's slots of the trained ones."""
-        opt = self.model.optimizer
-        arrays = [w.data for layer in self.model.layers for w in layer.weights]
-        for p in self.run.params:
-            arrays.extend(opt.slots_of(p).values())
-        return arrays
+    def __enter__(self):
+        """The fit's epochs begin. A later fit of the model replays what an earlier one recorded and checked,
+        from its first step (the same keys and settings checks hold), its batches gathered into the
+        recordings' input arrays; a fit run while another fit of the model is under way (from a callback)
+        keeps recordings of its own, touching neither those arrays nor the other fit's batch."""
+        if not _IN_USE.get(self.model):
+            _IN_USE[self.model] = self._shares = True
+            self.entries = _KEPT.setdefault(self.model, {})
+            for entry in self.entries.values():
+                if entry.x is not None and entry.verified:
+                    self.run.data.lend_batch_array(0, entry.x)
+                    self.run.data.lend_batch_array(1, entry.y)
+        return self
+
+    def __exit__(self, *exc):
+        if self._shares:
+            _IN_USE.pop(self.model, None)
+            self._shares = False
+        return False
 
     def step(self, x, y, n_global, step_id) -> bool:
         """One training step on batch ``(x, y)``: ordinary, recorded, checked or replayed."""
-        arrays = self._arrays()
-        model = self.model       # (a compile during fit gives new loss, metrics and optimizer objects)
-        key = (x.shape, x.dtype.str, y.shape, y.dtype.str, model.optimizer.lr_t, id(model.optimizer), id(model.loss),
-               id(model.compiled_metrics), tuple(map(id, arrays)))
+        arrays = step_arrays(self.model, self.run)
+        key = step_key(self.model, self.run, x.shape, x.dtype, y.shape, y.dtype, arrays)
         entry = self.entries.get(key)
         if entry is None:
             if len(self.entries) >= MAX_ENTRIES:

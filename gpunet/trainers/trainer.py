@@ -15,6 +15,7 @@ final_activation)``, ``trainable_weights``, ``get_weights``/``set_weights`` and 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -151,7 +152,8 @@ class Trainer:
         with Unchanged(self) as before:     # a failure before the first step leaves the model as it was
             run = self._start_fit(x, y, w, vx, vy, vw, validation_freq, batch_size, steps_per_epoch, shuffle,
                                   strategy, steps, initial_epoch, cbs)
-        with run.interrupt, before.until_changed(lambda: self.optimizer.iterations):
+        with run.interrupt, before.until_changed(lambda: self.optimizer.iterations), \
+                run.graphs or contextlib.nullcontext():
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch, {})
                 if not self._run_epoch(run, epoch):
