@@ -136,9 +136,8 @@ def max_pool2d_backward(xp, gy, arg, n, H, W, C, ph, pw, sh, sw, pad_top, pad_le
     arg = _input(xp, arg, (n, out_h, out_w, C), "int32", "max_pool2d_backward: arg")
     gate = None if gate is None else _input(xp, gate, (n, H, W, C), "float32", "max_pool2d_backward: gate")
     gx = xp.empty((n, H, W, C), dtype="float32")
-    return _launch(xp, "max_pool_bwd", gx.size, (gy, arg, cuda.pointer(gate), gx, *_geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left,
-                                                                    out_h, out_w)),
-                   gx, fallback)
+    geometry = _geometry(n, H, W, C, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w)
+    return _launch(xp, "max_pool_bwd", gx.size, (gy, arg, cuda.pointer(gate), gx, *geometry), gx, fallback)
 
 
 def avg_pool2d(xp, x, ph, pw, sh, sw, pad_top, pad_left, out_h, out_w, fallback=False):

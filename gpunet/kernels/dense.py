@@ -22,7 +22,7 @@ def matmul(xp, a, b, out=None):
         return gemm.matmul(xp, a, b, out=out)
     out = xp.matmul(a, b, out=out)
     if recording.active() is not None:      # a CPU step being recorded: the product again into ``out``
-        recording.record(xp.matmul, a, b, out=out, keep=(a, b, out))
+        recording.record(xp.matmul, a, b, out=out)
     return out
 
 

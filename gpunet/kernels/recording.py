@@ -53,7 +53,8 @@ def active() -> Recording | None:
 
 def record(fn, *args, keep=(), **kwargs) -> None:
     """Add ``fn(*args, **kwargs)`` to the active recording (nothing when none is); ``keep``: objects the
-    call reaches by address (kept alive with the recording). The caller has already run the call."""
+    call reaches by address rather than through its arguments (a kernel's arrays: kept alive with the
+    recording). The caller has already run the call."""
     rec = getattr(_active, "recording", None)
     if rec is not None:
         rec.add(fn, args, kwargs, keep)

@@ -16,7 +16,7 @@ def cast_scale(x, y, scale, offset) -> None:
                 x, y, cuda.f32(scale), cuda.f32(offset), cuda.i32(offset != 0.0), cuda.i64(x.size))):
         return
     cast_scale_twin(x, y, scale, offset)
-    recording.record(cast_scale_twin, x, y, scale, offset, keep=(x, y))
+    recording.record(cast_scale_twin, x, y, scale, offset)
 
 
 def cast_scale_twin(x, y, scale, offset) -> None:

@@ -68,7 +68,7 @@ def int64_labels(xp, y):
         return y.astype("int64", copy=False)
     labels = _array(xp, "labels", y.shape, "int64")
     xp.copyto(labels, y, casting="unsafe")
-    recording.record(xp.copyto, labels, y, casting="unsafe", keep=(labels, y))
+    recording.record(xp.copyto, labels, y, casting="unsafe")
     return labels
 
 
@@ -133,7 +133,7 @@ def softmax_xent_forward(xp, z, y, sparse, w=None):
         return _twin_forward(xp, z, y, sparse, w)
     loss, probs = _array(xp, "loss", (), z.dtype), _array(xp, "probs", z.shape, z.dtype)
     _twin_forward_into(xp, z, y, sparse, w, loss, probs)
-    recording.record(_twin_forward_into, xp, z, y, sparse, w, loss, probs, keep=(z, y, w, loss, probs))
+    recording.record(_twin_forward_into, xp, z, y, sparse, w, loss, probs)
     return loss, probs
 
 
