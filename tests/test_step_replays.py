@@ -486,3 +486,30 @@ def test_a_fit_nested_in_a_callback_of_the_same_model(monkeypatch, hook):
     want = fits(net())
     for a, b in zip(got, want):
         assert_same_bits(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_integer_labels_into_a_work_array_on_the_gpu_too(gpu_dev, monkeypatch, dtype):
+    """int64_labels converts sparse labels of another integer type into the tapeless step's work array on a
+    GPU as well (CuPy's copyto): the same weights as through the tape, and the conversion ran there."""
+    from gpunet.kernels import softmax_xent
+    converted, convert = [], softmax_xent.int64_labels
+    monkeypatch.setattr(softmax_xent, "int64_labels",
+                        lambda xp, y: converted.append(y.dtype) or convert(xp, y))
+    from gpunet.losses import losses
+    monkeypatch.setattr(losses, "int64_labels", softmax_xent.int64_labels)
+    x, y = data(4 * BATCH)
+    labels = y.argmax(axis=1).astype(dtype)
+
+    def run(jit):
+        gpunet.random.seed(5)
+        model = models.Sequential([layers.Rescaling(1 / 255, input_shape=(784,)), layers.Dense(16, activation="relu"),
+                                   layers.Dense(10, activation="softmax")], device=gpu_dev)
+        model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", jit_compile=jit)
+        gpunet.random.seed(9)
+        model.fit(x, labels, batch_size=BATCH, epochs=2, verbose=0)
+        return model.get_weights()
+    tapeless = run("auto")
+    assert converted and all(d == dtype for d in converted)
+    for a, b in zip(tapeless, run(False)):
+        np.testing.assert_array_equal(a, b)
